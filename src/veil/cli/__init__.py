@@ -1,0 +1,23 @@
+"""The `veil` command: one Typer app, one sub-app per part.
+
+Each part's commands live in their own module here and import their heavy
+dependencies inside the command bodies, so `veil --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from veil.cli import psi
+
+app = typer.Typer(
+    name="veil",
+    help="Veil: privacy-preserving data collaboration.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(psi.app, name="psi")
+
+
+def main() -> None:
+    app()
