@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from veil.cli import psi
+from veil.cli import admin, dataset, demo, job, psi, serve
 
 app = typer.Typer(
     name="veil",
@@ -16,7 +16,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(admin.app, name="admin")
+app.add_typer(dataset.app, name="dataset")
+app.add_typer(job.app, name="job")
 app.add_typer(psi.app, name="psi")
+app.command("serve")(serve.serve)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -1,0 +1,197 @@
+"""Datasets in the database: create, ingest, list and serve stage-1 views.
+
+The service glues the data plane (ingest, views, envelope encryption) to the
+store. Authorisation is decided here, not in the routes, so every entry point
+(HTTP, CLI, worker) applies the same rules. Raw data has no read path at all:
+the only readers of a dataset's ciphertext are view serving (for views) and the
+worker preparing a secure-stage run.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from veil import audit
+from veil.catalog.ingest import ingest, load_frame
+from veil.catalog.policy import DatasetPolicy, parse_policy
+from veil.catalog.views import view_builders_for
+from veil.crypto.envelope import DataKey, DecryptingReader, EncryptingWriter
+from veil.crypto.keyring import LocalKeyring
+from veil.identity import Caller, Conflict, Forbidden, NotFound, Role, check_name
+from veil.store.blobs import BlobStore
+from veil.store.models import Dataset, DatasetView, Party
+
+VIEW_PREFERENCE = ("synthetic", "sample", "mock")
+
+
+@dataclass
+class Catalog:
+    """Everything dataset operations need; one per process."""
+
+    blobs: BlobStore
+    keyring: LocalKeyring
+
+    # -- keys -------------------------------------------------------------------------------
+    def data_key(self, dataset: Dataset) -> DataKey:
+        assert dataset.wrapped_key is not None
+        return self.keyring.kek(dataset.party_id).unwrap(dataset.wrapped_key,
+                                                          context=_context(dataset.id, "data"))
+
+    # -- create + ingest --------------------------------------------------------------------
+    def create_draft(self, session: Session, caller: Caller, name: str, policy_text: str,
+                     policy_format: str) -> Dataset:
+        if caller.role is not Role.PROVIDER or caller.party_id is None:
+            raise Forbidden("only providers create datasets")
+        check_name(name, "dataset")
+        policy = parse_policy(policy_text, format=policy_format)  # type: ignore[arg-type]
+        existing = session.execute(
+            select(Dataset).where(Dataset.party_id == caller.party_id, Dataset.name == name)
+        ).scalar_one_or_none()
+        if existing is not None and existing.status != "draft":
+            raise Conflict(f"dataset {caller.party}/{name} already exists")
+        if existing is not None:
+            existing.policy = policy.model_dump(mode="json")
+            dataset = existing
+        else:
+            dataset = Dataset(party_id=caller.party_id, name=name,
+                              policy=policy.model_dump(mode="json"), status="draft")
+            session.add(dataset)
+        session.flush()
+        audit.record(session, actor=caller.actor, action="dataset.policy_set", subject=dataset.id,
+                     detail={"name": name})
+        return dataset
+
+    def ingest_data(self, session: Session, caller: Caller, dataset_id: str, source: BinaryIO,
+                    *, filename: str, max_bytes: int) -> Dataset:
+        """Encrypt and store the data and its views; nothing is kept unless all succeeds."""
+        dataset = self._own_dataset(session, caller, dataset_id)
+        if dataset.status != "draft":
+            raise Conflict("dataset data is immutable once uploaded; create a new dataset")
+        policy = DatasetPolicy.model_validate(dataset.policy)
+        dek = DataKey.generate()
+        key = f"datasets/{dataset.id}/data.enc"
+        staged = self.blobs.staging_path(key)
+        view_paths: list[tuple[Path, str]] = []
+        try:
+            result = ingest(source, filename=filename, max_bytes=max_bytes, dest=staged, dek=dek,
+                            context=_context(dataset.id, "data"),
+                            views=view_builders_for(policy), policy=policy)
+            views: list[DatasetView] = []
+            for kind, frame in result.views.items():
+                view_key = f"datasets/{dataset.id}/view-{kind}.enc"
+                view_staged = self.blobs.staging_path(view_key)
+                with view_staged.open("wb") as fh, EncryptingWriter(
+                        fh, dek, context=_context(dataset.id, f"view:{kind}")) as writer:
+                    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), writer)
+                view_paths.append((view_staged, view_key))
+                views.append(DatasetView(dataset_id=dataset.id, kind=kind, rows=len(frame),
+                                         meta={}))
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            for path, _ in view_paths:
+                path.unlink(missing_ok=True)
+            raise
+        self.blobs.commit(staged, key)
+        for path, view_key in view_paths:
+            self.blobs.commit(path, view_key)
+        dataset.status = "ready"
+        dataset.schema = result.schema.model_dump(mode="json")
+        dataset.rows = result.rows
+        dataset.bytes_in = result.bytes_in
+        dataset.content_digest = result.content_digest
+        dataset.wrapped_key = self.keyring.kek(dataset.party_id).wrap(
+            dek, context=_context(dataset.id, "data"))
+        for view in views:
+            session.add(view)
+        audit.record(session, actor=caller.actor, action="dataset.uploaded", subject=dataset.id,
+                     detail={"rows": result.rows, "digest": result.content_digest,
+                             "views": sorted(result.views)})
+        return dataset
+
+    def discard_blobs(self, dataset_id: str) -> None:
+        self.blobs.delete_prefix(f"datasets/{dataset_id}")
+
+    # -- reads ------------------------------------------------------------------------------
+    def visible(self, session: Session, caller: Caller) -> Sequence[Dataset]:
+        rows = session.execute(select(Dataset).order_by(Dataset.created_at)).scalars().all()
+        return [d for d in rows if self.can_see(caller, d)]
+
+    def can_see(self, caller: Caller, dataset: Dataset) -> bool:
+        if caller.role is Role.ADMIN:
+            return True
+        if caller.role is Role.PROVIDER:
+            return dataset.party_id == caller.party_id
+        return dataset.status == "ready" and caller.party in _policy(dataset).consumers
+
+    def may_use(self, caller: Caller, dataset: Dataset) -> bool:
+        """May this caller run jobs on (and see views of) this dataset?"""
+        return (caller.role is Role.CONSUMER and dataset.status == "ready"
+                and caller.party in _policy(dataset).consumers)
+
+    def get(self, session: Session, caller: Caller, full_name: str) -> Dataset:
+        dataset = self.lookup(session, full_name)
+        if dataset is None or not self.can_see(caller, dataset):
+            raise NotFound(f"no dataset {full_name!r} visible to you")
+        return dataset
+
+    def lookup(self, session: Session, full_name: str) -> Dataset | None:
+        owner, _, name = full_name.partition("/")
+        return session.execute(
+            select(Dataset).join(Party).where(Party.name == owner, Dataset.name == name)
+        ).scalar_one_or_none()
+
+    def view_bytes(self, session: Session, caller: Caller, full_name: str,
+                   kind: str | None) -> tuple[str, bytes]:
+        """The stage-1 view as Parquet: (kind, bytes). Never the raw data."""
+        dataset = self.get(session, caller, full_name)
+        available = {v.kind for v in dataset.views}
+        if kind is None:
+            kind = next((k for k in VIEW_PREFERENCE if k in available), None)
+        if kind is None or kind not in available:
+            raise NotFound(f"dataset {full_name!r} has no {kind or 'stage-1'} view")
+        key = f"datasets/{dataset.id}/view-{kind}.enc"
+        with self.blobs.path(key).open("rb") as fh:
+            plain = DecryptingReader(fh, self.data_key(dataset),
+                                     context=_context(dataset.id, f"view:{kind}")).read()
+        audit.record(session, actor=caller.actor, action="dataset.view_served",
+                     subject=dataset.id, detail={"kind": kind})
+        return kind, plain
+
+    def load_full(self, dataset: Dataset) -> Any:
+        """Decrypt the full data (worker only; never reachable from a route)."""
+        return load_frame(self.blobs.path(f"datasets/{dataset.id}/data.enc"),
+                          self.data_key(dataset), context=_context(dataset.id, "data"))
+
+    def _own_dataset(self, session: Session, caller: Caller, dataset_id: str) -> Dataset:
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None or caller.role is not Role.PROVIDER \
+                or dataset.party_id != caller.party_id:
+            raise NotFound("no such dataset of yours")
+        return dataset
+
+
+def _policy(dataset: Dataset) -> DatasetPolicy:
+    return DatasetPolicy.model_validate(dataset.policy)
+
+
+def policy_of(dataset: Dataset) -> DatasetPolicy:
+    return _policy(dataset)
+
+
+def _context(dataset_id: str, what: str) -> bytes:
+    return f"veil/dataset/{dataset_id}/{what}".encode()
+
+
+def frame_to_parquet(frame: Any) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf)
+    return buf.getvalue()

@@ -1,0 +1,61 @@
+"""`veil admin ...`: bootstrap and manage identities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from veil.cli._common import TokenOption, UrlOption, api_errors, client, console, err_console
+
+app = typer.Typer(help="Identities: the first admin, parties, users.", no_args_is_help=True)
+
+
+@app.command()
+def init(
+    home: Path = typer.Option(None, "--home", envvar="VEIL_HOME", help="state folder"),
+    database_url: str = typer.Option(None, "--database-url", envvar="VEIL_DATABASE_URL"),
+    name: str = typer.Option("admin", "--name"),
+) -> None:
+    """Create the first admin and print its token (shown once; only its hash is stored)."""
+    from veil.identity import IdentityError, Role, create_user, has_admin
+    from veil.settings import Settings
+    from veil.store import open_database
+
+    settings = Settings.from_env(home=home, database_url=database_url)
+    settings.ensure_dirs()
+    db = open_database(settings.db_url)
+    try:
+        with db.transaction() as session:
+            if has_admin(session):
+                err_console.print("[red]error[/red]: an admin already exists")
+                raise typer.Exit(1)
+            _, token = create_user(session, name, role=Role.ADMIN, party=None,
+                                   actor="cli:admin-init")
+    except IdentityError as exc:
+        err_console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+    console.print(token, highlight=False)
+
+
+@app.command("create-party")
+def create_party(name: str, url: str = UrlOption, token: str = TokenOption) -> None:
+    with api_errors():
+        party = client(url, token).create_party(name)
+    console.print(f"party {party['name']} created")
+
+
+@app.command("create-user")
+def create_user(
+    name: str,
+    role: str = typer.Option(..., "--role", help="provider | consumer | admin"),
+    party: str = typer.Option(None, "--party"),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """Create a user; prints its API token (shown once)."""
+    with api_errors():
+        user = client(url, token).create_user(name, role, party)
+    console.print(user["token"], highlight=False)

@@ -1,0 +1,45 @@
+"""`veil serve`: the API server and its worker in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from veil.cli._common import err_console
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8470, "--port"),
+    home: Path = typer.Option(None, "--home", envvar="VEIL_HOME", help="state folder"),
+    database_url: str = typer.Option(None, "--database-url", envvar="VEIL_DATABASE_URL",
+                                     help="SQLAlchemy URL, e.g. postgresql+psycopg://..."),
+    workers: int = typer.Option(1, "--workers", help="worker threads (0: API only)"),
+    insecure_dev: bool = typer.Option(
+        False, "--insecure-dev",
+        help="run jobs WITHOUT bubblewrap isolation; everything produced is marked insecure"),
+    max_upload_bytes: int = typer.Option(None, "--max-upload-bytes"),
+) -> None:
+    """Serve the API (FastAPI + uvicorn); migrations are applied on start."""
+    import uvicorn
+
+    from veil.server.app import create_app
+    from veil.server.platform import create_platform
+    from veil.settings import Settings
+    from veil.tee.sandbox import SandboxUnavailable, backend_for
+
+    settings = Settings.from_env(home=home, database_url=database_url,
+                                 insecure_dev=insecure_dev or None,
+                                 max_upload_bytes=max_upload_bytes)
+    if workers:
+        try:
+            backend_for("local-sandbox", insecure_dev=settings.insecure_dev)
+        except SandboxUnavailable as exc:
+            err_console.print(f"[red]error[/red]: {exc} (or pass --insecure-dev, unsafe)")
+            raise typer.Exit(2) from None
+    if settings.insecure_dev:
+        err_console.print("[bold red]INSECURE DEV MODE[/bold red]: jobs are not isolated; "
+                          "every job and output is marked insecure.")
+    platform = create_platform(settings)
+    uvicorn.run(create_app(platform, workers=workers), host=host, port=port, log_level="info")

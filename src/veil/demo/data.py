@@ -1,0 +1,71 @@
+"""The demo's data: a hospital's patient visits and an insurer's claims.
+
+Generated with a fixed seed so every run tells the same story; the two
+providers share about 60% of their patients (joined on `patient_id`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+REGIONS = ["north", "south", "east", "west"]
+DIAGNOSES = ["asthma", "diabetes", "fracture", "flu", "hypertension"]
+PLANS = ["basic", "plus", "premium"]
+
+
+def hospital_visits(patients: int = 3000, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = patients * 2
+    ids = rng.integers(1, patients + 1, size=rows)
+    region_of = rng.choice(REGIONS, size=patients + 1, p=[0.4, 0.3, 0.2, 0.1])
+    return pd.DataFrame({
+        "visit_id": np.arange(1, rows + 1),
+        "patient_id": ids,
+        "age": rng.integers(18, 90, size=patients + 1)[ids],
+        "region": region_of[ids],
+        "diagnosis": rng.choice(DIAGNOSES, size=rows),
+        "visit_cost": np.round(rng.gamma(2.0, 180.0, size=rows), 2),
+    })
+
+
+def insurer_claims(patients: int = 3000, seed: int = 11) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    covered = rng.permutation(np.arange(1, int(patients * 1.4) + 1))[: int(patients * 0.9)]
+    plan = rng.choice(PLANS, size=len(covered), p=[0.5, 0.35, 0.15])
+    base = np.select([plan == "basic", plan == "plus"], [400.0, 900.0], 1600.0)
+    return pd.DataFrame({
+        "patient_id": covered,
+        "plan": plan,
+        "claim_amount": np.round(base * rng.lognormal(0.0, 0.4, size=len(covered)), 2),
+        "approved": rng.random(len(covered)) < 0.85,
+    })
+
+
+HOSPITAL_POLICY = """\
+consumers = ["university"]
+min_group_size = 20
+allowed_backends = ["local-sandbox"]
+
+[approval]
+mode = "manual"
+
+[views.mock]
+rows = 1000
+
+[views.sample]
+publishable = true
+fraction = 0.05
+"""
+
+INSURER_POLICY = """\
+consumers = ["university"]
+min_group_size = 25
+allowed_backends = ["local-sandbox"]
+
+[approval]
+mode = "manual"
+
+[views.mock]
+rows = 1000
+"""

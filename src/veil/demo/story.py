@@ -1,0 +1,264 @@
+"""The demo's steps, each timed; see `veil.demo`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from veil.demo.data import HOSPITAL_POLICY, INSURER_POLICY, hospital_visits, insurer_claims
+from veil.sdk.client import ApiError, Client
+
+NOTEBOOK = "analysis.ipynb"
+INPUTS = ("hospital/visits", "insurer/claims")
+
+
+class DemoFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Timings:
+    phases: list[tuple[str, float]] = field(default_factory=list)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.phases.append((name, time.perf_counter() - start))
+
+
+def run_demo(home: Path | None = None, *, patients: int = 3000, insecure_dev: bool = False,
+             console: Console | None = None, timeout_s: float = 600.0) -> dict[str, Any]:
+    """Run the story; returns a summary. Raises DemoFailed on the first broken step."""
+    console = console or Console()
+    timings = Timings()
+    with tempfile.TemporaryDirectory(prefix="veil-demo-") as tmp:
+        home = home or Path(tmp) / "home"
+        work = Path(tmp) / "work"
+        work.mkdir()
+        with timings.phase("start server"):
+            admin_token = _admin_token(home)
+            port = _free_port()
+            server = _start_server(home, port, insecure_dev, work / "server.log")
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(url, server, work / "server.log")
+            try:
+                summary = _story(url, admin_token, work, patients, timings, console, timeout_s)
+            except ApiError as exc:
+                tail = (work / "server.log").read_text(errors="replace")[-3000:]
+                raise DemoFailed(f"the server refused a step: {exc}\n--- server log ---\n{tail}")\
+                    from None
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    _print_timings(console, timings)
+    summary["timings"] = dict(timings.phases)
+    return summary
+
+
+def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timings,
+           console: Console, timeout_s: float) -> dict[str, Any]:
+    admin = Client(url, admin_token)
+    with timings.phase("identities"):
+        for party in ("hospital", "insurer", "university"):
+            admin.create_party(party)
+        hospital = admin.with_token(admin.create_user("alice", "provider", "hospital")["token"])
+        insurer = admin.with_token(admin.create_user("bob", "provider", "insurer")["token"])
+        researcher_token = admin.create_user("carol", "consumer", "university")["token"]
+        researcher = admin.with_token(researcher_token)
+    with timings.phase("upload + encrypt + views"):
+        visits = hospital_visits(patients)
+        claims = insurer_claims(patients)
+        for client, name, frame, policy in ((hospital, "visits", visits, HOSPITAL_POLICY),
+                                            (insurer, "claims", claims, INSURER_POLICY)):
+            path = work / f"{name}.csv"
+            frame.to_csv(path, index=False)
+            info = client.upload(name, path, policy=policy, policy_format="toml")
+            console.print(f"[bold]{info['name']}[/bold] uploaded: {info['rows']:,} rows, "
+                          f"views: {', '.join(info['views'])}")
+
+    notebook = resources.files("veil.demo").joinpath(NOTEBOOK).read_bytes()
+    (work / NOTEBOOK).write_bytes(notebook)
+    with timings.phase("stage 1: develop on views"):
+        seen = {}
+        for name in INPUTS:
+            kind, data = researcher.view(name)
+            seen[name] = (kind, len(pd.read_parquet(io.BytesIO(data))))
+            console.print(f"stage 1: researcher sees [bold]{name}[/bold] as a "
+                          f"[cyan]{kind}[/cyan] view with {seen[name][1]:,} rows")
+        stage1 = _run_locally(work, url, researcher_token)
+    with timings.phase("submit + approvals"):
+        job = researcher.submit({NOTEBOOK: notebook}, entrypoint=NOTEBOOK, inputs=INPUTS,
+                                outputs=["claims_by_region", "matched_visits"])
+        console.print(f"job {job['id']} submitted; bundle digest [bold]{job['digest']}[/bold]")
+        for provider in (hospital, insurer):
+            code = provider.bundle_file(job["id"], NOTEBOOK)
+            from veil.jobs.bundle import make_bundle
+
+            local = make_bundle({NOTEBOOK: code}, entrypoint=NOTEBOOK, inputs=INPUTS,
+                                outputs=["claims_by_region", "matched_visits"],
+                                runtime=job["runtime"]).digest
+            if local != job["digest"]:
+                raise DemoFailed("the reviewed bundle does not match the job's digest")
+            approved = provider.approve(job["id"], local)
+        for approval in approved["approvals"]:
+            console.print(f"approved by [bold]{approval['party']}[/bold] ({approval['actor']}) "
+                          f"for {approval['digest'][:23]}…")
+    with timings.phase("stage 2: secure run + gate"):
+        job = _wait(researcher, job["id"], {"output_review", "released", "failed", "rejected"},
+                    timeout_s)
+        if job["state"] == "failed":
+            raise DemoFailed(f"the secure run failed: {job['reason']}")
+    with timings.phase("output review"):
+        for output in job["outputs"]:
+            if output["status"] == "pending_review":
+                for provider in (hospital, insurer):
+                    job = provider.review_output(job["id"], output["name"], "approve")
+        if job["state"] != "released":
+            raise DemoFailed(f"job ended {job['state']}: {job['reason']}")
+    with timings.phase("download"):
+        released = {o["name"]: o for o in job["outputs"]}
+        stage2 = {name: _decode(o["kind"], researcher.output(job["id"], name))
+                  for name, o in released.items() if o["status"] == "released"}
+    _print_results(console, stage1, stage2, released)
+    if set(stage2) != {"claims_by_region", "matched_visits"}:
+        raise DemoFailed("not every output was released")
+    if stage2["matched_visits"] == stage1.get("matched_visits"):
+        raise DemoFailed("stage 2 returned the stage-1 result: it did not use the full data")
+    return {"job": job["id"], "digest": job["digest"], "stage1_views": seen,
+            "stage1": {k: _plain(v) for k, v in stage1.items()},
+            "stage2": {k: _plain(v) for k, v in stage2.items()}, "result": job["result"]}
+
+
+def _run_locally(work: Path, url: str, token: str) -> dict[str, Any]:
+    """Execute the notebook in the Programming Stage, as Jupyter would."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    outputs = work / "stage1-outputs"
+    outputs.mkdir()
+    env = {"VEIL_URL": url, "VEIL_TOKEN": token, "VEIL_OUTPUTS": str(outputs)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        nb = nbformat.read(work / NOTEBOOK, as_version=4)
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={
+            "metadata": {"path": str(work)}}).execute()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    manifest = json.loads((outputs / "manifest.json").read_text())
+    return {o["name"]: _decode(o["kind"], (outputs / o["file"]).read_bytes())
+            for o in manifest["outputs"]}
+
+
+def _decode(kind: str, data: bytes) -> Any:
+    if kind == "table":
+        return pd.read_parquet(io.BytesIO(data))
+    value = json.loads(data)
+    return value["value"] if kind == "scalar" else value
+
+
+def _plain(value: Any) -> Any:
+    return value.to_dict(orient="records") if isinstance(value, pd.DataFrame) else value
+
+
+def _print_results(console: Console, stage1: dict[str, Any], stage2: dict[str, Any],
+                   outputs: dict[str, dict[str, Any]]) -> None:
+    for name in sorted(outputs):
+        o = outputs[name]
+        console.print(f"\n[bold]{name}[/bold] ({o['kind']}): {o['status']}"
+                      + (f" — {o['reason']}" if o.get("reason") else ""))
+        table = Table("stage 1 (views)", "stage 2 (full data, released)")
+        table.add_row(_show(stage1.get(name)), _show(stage2.get(name)))
+        console.print(table)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, pd.DataFrame):
+        return value.round(2).to_string(index=False)
+    return "—" if value is None else str(value)
+
+
+def _print_timings(console: Console, timings: Timings) -> None:
+    table = Table("phase", "seconds", title="time per phase")
+    for name, seconds in timings.phases:
+        table.add_row(name, f"{seconds:.2f}")
+    console.print(table)
+
+
+def _wait(client: Client, job_id: str, states: set[str], timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.job(job_id)
+        if job["state"] in states:
+            return job
+        time.sleep(0.2)
+    raise DemoFailed(f"job {job_id} did not finish within {timeout_s:.0f} s")
+
+
+def _admin_token(home: Path) -> str:
+    from veil.identity import Role, create_user
+    from veil.settings import Settings
+    from veil.store import open_database
+
+    settings = Settings(home=home)
+    settings.ensure_dirs()
+    db = open_database(settings.db_url)
+    with db.transaction() as session:
+        _, token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="demo")
+    db.dispose()
+    return token
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(home: Path, port: int, insecure_dev: bool, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "veil", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--home", str(home)]
+    if insecure_dev:
+        cmd.append("--insecure-dev")
+    with log.open("wb") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise DemoFailed(f"the server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise DemoFailed("the server did not become healthy within 60 s")

@@ -1,0 +1,214 @@
+"""The worker: claims approved jobs, runs them in the secure-stage backend,
+passes their outputs through the release gate.
+
+Claiming is a conditional UPDATE (approved -> running) so several workers, in
+one process or many, never run a job twice. A worker heartbeats while a job
+runs; a job whose heartbeat goes stale (its worker was killed) is re-queued
+once and then failed with a reason, so a crash never loses a job silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from veil import audit
+from veil.catalog.service import Catalog, policy_of
+from veil.jobs.lifecycle import State, StaleState, transition
+from veil.jobs.service import load_bundle
+from veil.release import PENDING, Decision, InputRules, ManifestError, evaluate
+from veil.store.db import Database
+from veil.store.models import Job, Output, utcnow
+from veil.tee.sandbox import SandboxBackend, SandboxLimits, SandboxRequest
+
+log = logging.getLogger("veil.worker")
+
+
+@dataclass
+class Worker:
+    db: Database
+    catalog: Catalog
+    backend: SandboxBackend
+    run_root: Path
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    lease_s: float = 30.0
+    max_attempts: int = 2
+    worker_id: str = field(default_factory=lambda: "worker-" + secrets.token_hex(4))
+
+    # -- loop -------------------------------------------------------------------------------
+    def run_forever(self, stop: threading.Event, poll_s: float = 0.5) -> None:
+        self.recover_stale()
+        last_recovery = time.monotonic()
+        while not stop.is_set():
+            try:
+                if time.monotonic() - last_recovery > self.lease_s:
+                    self.recover_stale()
+                    last_recovery = time.monotonic()
+                if not self.run_one():
+                    stop.wait(poll_s)
+            except Exception:  # the loop must survive anything a job does
+                log.exception("worker loop error")
+                stop.wait(poll_s)
+
+    def run_one(self) -> bool:
+        """Claim and run one job; False if none was waiting."""
+        job_id = self.claim()
+        if job_id is None:
+            return False
+        self.execute(job_id)
+        return True
+
+    def claim(self) -> str | None:
+        with self.db.transaction() as session:
+            candidates = session.execute(
+                select(Job).where(Job.state == State.APPROVED.value).order_by(Job.updated_at)
+                .limit(5)
+            ).scalars().all()
+            for job in candidates:
+                try:
+                    with session.begin_nested():
+                        transition(session, job, State.RUNNING, actor=f"system:{self.worker_id}",
+                                   worker_id=self.worker_id, heartbeat_at=utcnow(),
+                                   attempts=job.attempts + 1)
+                    return job.id
+                except StaleState:
+                    continue
+        return None
+
+    def recover_stale(self) -> None:
+        cutoff = utcnow() - timedelta(seconds=self.lease_s)
+        with self.db.transaction() as session:
+            stale = session.execute(
+                select(Job).where(Job.state == State.RUNNING.value)
+            ).scalars().all()
+            for job in stale:
+                beat = job.heartbeat_at
+                if beat is not None and beat.tzinfo is None:
+                    beat = beat.replace(tzinfo=cutoff.tzinfo)
+                if beat is not None and beat > cutoff:
+                    continue
+                if job.attempts < self.max_attempts:
+                    transition(session, job, State.APPROVED, actor="system:recovery",
+                               reason=f"worker lost during attempt {job.attempts}; re-queued")
+                else:
+                    transition(session, job, State.FAILED, actor="system:recovery",
+                               reason=f"worker lost during attempt {job.attempts}; giving up")
+
+    # -- one job ----------------------------------------------------------------------------
+    def execute(self, job_id: str) -> None:
+        workdir = self.run_root / job_id
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job_id, stop_beat), daemon=True)
+        try:
+            request, rules = self._prepare(job_id, workdir)
+            beat.start()
+            result = self.backend.run(request)
+            shutil.rmtree(request.inputs_dir, ignore_errors=True)  # plaintext gone at once
+            stop_beat.set()
+            if not result.ok:
+                self._fail(job_id, result.reason or "the notebook failed",
+                           {"error_type": result.error_type, "cell": result.cell,
+                            "duration_s": round(result.duration_s, 3),
+                            "backend": result.backend, "insecure": result.insecure})
+                return
+            self._release(job_id, request.outputs_dir, rules, {
+                "duration_s": round(result.duration_s, 3),
+                "sandbox_start_s": result.sandbox_start_s,
+                "backend": result.backend, "insecure": result.insecure})
+        except Exception as exc:  # fail the job, never the worker
+            log.exception("job %s failed in the worker", job_id)
+            self._fail(job_id, f"worker error: {type(exc).__name__}", {})
+        finally:
+            stop_beat.set()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _prepare(self, job_id: str, workdir: Path) -> tuple[SandboxRequest, list[InputRules]]:
+        shutil.rmtree(workdir, ignore_errors=True)
+        bundle_dir, inputs_dir, outputs_dir = (workdir / "bundle", workdir / "inputs",
+                                               workdir / "outputs")
+        for path in (workdir, bundle_dir, inputs_dir, outputs_dir):
+            path.mkdir(parents=True, mode=0o700)
+        with self.db.transaction() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            bundle = load_bundle(self.catalog, job)
+            for name, data in bundle.files.items():
+                (bundle_dir / name).write_bytes(data)
+            index: dict[str, str] = {}
+            rules: list[InputRules] = []
+            for inp in job.inputs:
+                dataset = inp.dataset
+                file_name = f"{dataset.party.name}__{dataset.name}.parquet"
+                self.catalog.load_full(dataset).to_parquet(inputs_dir / file_name, index=False)
+                index[dataset.full_name] = file_name
+                rules.append(InputRules(dataset.id, dataset.full_name,
+                                        policy_of(dataset).min_group_size))
+            (inputs_dir / "inputs.json").write_text(json.dumps(index))
+            audit.record(session, actor=f"system:{self.worker_id}", action="job.inputs_prepared",
+                         subject=job_id, detail={"inputs": sorted(index)})
+            entrypoint = job.entrypoint
+        request = SandboxRequest(bundle_dir=bundle_dir, entrypoint=entrypoint,
+                                 inputs_dir=inputs_dir, outputs_dir=outputs_dir,
+                                 limits=self.limits, env={"VEIL_JOB_ID": job_id})
+        return request, rules
+
+    def _release(self, job_id: str, outputs_dir: Path, rules: list[InputRules],
+                 result: dict[str, object]) -> None:
+        try:
+            decisions = evaluate(outputs_dir, rules, max_output_bytes=self.limits.output_bytes)
+        except ManifestError as exc:
+            self._fail(job_id, f"outputs rejected: {exc}", result)
+            return
+        with self.db.transaction() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            if job.state != State.RUNNING.value or job.worker_id != self.worker_id:
+                return  # recovered by someone else meanwhile; their run wins
+            for decision in decisions:
+                self._store_output(session, job, decision)
+            transition(session, job, State.OUTPUT_REVIEW, actor=f"system:{self.worker_id}",
+                       result=result)
+            if all(d.status != PENDING for d in decisions):
+                transition(session, job, State.RELEASED, actor="system:gate")
+
+    def _store_output(self, session: Session, job: Job, decision: Decision) -> None:
+        entry = decision.entry
+        self.catalog.blobs.put(f"jobs/{job.id}/outputs/{entry.name}", decision.path.read_bytes())
+        session.add(Output(job_id=job.id, name=entry.name, kind=entry.kind,
+                           media_type=decision.media_type, sha256=entry.sha256, size=entry.size,
+                           status=decision.status, reason=decision.reason,
+                           meta={**entry.meta, **decision.meta}))
+        audit.record(session, actor="system:gate", action=f"output.{decision.status}",
+                     subject=job.id, detail={"output": entry.name, "kind": entry.kind,
+                                             "reason": decision.reason})
+
+    def _fail(self, job_id: str, reason: str, result: dict[str, object]) -> None:
+        with self.db.transaction() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != State.RUNNING.value:
+                return
+            transition(session, job, State.FAILED, actor=f"system:{self.worker_id}",
+                       reason=reason, result=result)
+
+    def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
+        while not stop.wait(max(self.lease_s / 3, 0.2)):
+            try:
+                with self.db.transaction() as session:
+                    session.execute(update(Job).where(Job.id == job_id,
+                                                      Job.worker_id == self.worker_id)
+                                    .values(heartbeat_at=utcnow()))
+            except Exception:
+                log.exception("heartbeat failed for job %s", job_id)
+
+
+__all__ = ["Worker"]

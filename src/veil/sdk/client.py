@@ -1,0 +1,132 @@
+"""A small typed HTTP client for Veil's API (used by the SDK, the CLI and the demo)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+
+
+class ApiError(Exception):
+    """The server refused a request; `status` and `detail` say why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None,
+                 timeout: float = 120.0) -> None:
+        self.url = (url or os.environ.get("VEIL_URL") or "http://127.0.0.1:8470").rstrip("/")
+        self.token = token or os.environ.get("VEIL_TOKEN")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def with_token(self, token: str) -> Client:
+        return Client(self.url, token)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, f"/api/v1{path}", **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, str(detail))
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._call(method, path, **kwargs).json()
+
+    # -- identity ---------------------------------------------------------------------------
+    def me(self) -> dict[str, Any]:
+        return self._json("GET", "/me")
+
+    def create_party(self, name: str) -> dict[str, Any]:
+        return self._json("POST", "/admin/parties", json={"name": name})
+
+    def create_user(self, name: str, role: str, party: str | None) -> dict[str, Any]:
+        return self._json("POST", "/admin/users", json={"name": name, "role": role, "party": party})
+
+    # -- datasets ---------------------------------------------------------------------------
+    def upload(self, name: str, data: Path | BinaryIO, *, policy: str, policy_format: str,
+               filename: str | None = None) -> dict[str, Any]:
+        draft = self._json("POST", "/datasets", json={
+            "name": name, "policy": policy, "policy_format": policy_format})
+        if isinstance(data, Path):
+            filename = filename or data.name
+            with data.open("rb") as fh:
+                return self._upload_body(draft["id"], _chunks(fh), filename)
+        return self._upload_body(draft["id"], _chunks(data), filename or "upload.csv")
+
+    def _upload_body(self, dataset_id: str, body: Iterator[bytes],
+                     filename: str) -> dict[str, Any]:
+        return self._json("PUT", f"/datasets/{dataset_id}/data", params={"filename": filename},
+                          content=body, headers={"Content-Type": "application/octet-stream"})
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/datasets")
+
+    def dataset(self, full_name: str) -> dict[str, Any]:
+        return self._json("GET", f"/datasets/{full_name}")
+
+    def view(self, full_name: str, kind: str | None = None) -> tuple[str, bytes]:
+        params = {"kind": kind} if kind else {}
+        response = self._call("GET", f"/datasets/{full_name}/view", params=params)
+        return response.headers["X-Veil-View"], response.content
+
+    # -- jobs -------------------------------------------------------------------------------
+    def submit(self, files: Mapping[str, bytes], *, entrypoint: str, inputs: Sequence[str],
+               outputs: Sequence[str] = ()) -> dict[str, Any]:
+        spec = {"entrypoint": entrypoint, "inputs": list(inputs), "outputs": list(outputs)}
+        multipart = [("spec", (None, json.dumps(spec), "application/json"))]
+        multipart += [("files", (name, data, "application/octet-stream"))
+                      for name, data in files.items()]
+        return self._json("POST", "/jobs", files=multipart)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/jobs")
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/jobs/{job_id}")
+
+    def bundle_file(self, job_id: str, name: str) -> bytes:
+        return self._call("GET", f"/jobs/{job_id}/bundle/{name}").content
+
+    def approve(self, job_id: str, digest: str) -> dict[str, Any]:
+        return self._json("POST", f"/jobs/{job_id}/approve", json={"digest": digest})
+
+    def reject(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
+        return self._json("POST", f"/jobs/{job_id}/reject", json={"reason": reason})
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/jobs/{job_id}/cancel")
+
+    def review_output(self, job_id: str, name: str, decision: str,
+                      reason: str | None = None) -> dict[str, Any]:
+        return self._json("POST", f"/jobs/{job_id}/outputs/{name}/review",
+                          json={"decision": decision, "reason": reason})
+
+    def output(self, job_id: str, name: str) -> bytes:
+        return self._call("GET", f"/jobs/{job_id}/outputs/{name}").content
+
+
+def _chunks(fh: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := fh.read(size):
+        yield chunk

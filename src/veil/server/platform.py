@@ -1,0 +1,58 @@
+"""The running platform: settings, database, blobs, keys, catalog and worker.
+
+Built once by `create_platform`; the FastAPI app, the CLI's direct commands
+and the tests all use the same object, so there is one way to wire things.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from veil.catalog.service import Catalog
+from veil.crypto.keyring import LocalKeyring
+from veil.jobs.worker import Worker
+from veil.settings import Settings
+from veil.store import BlobStore, Database, open_database
+from veil.tee.sandbox import SandboxLimits, backend_for
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    db: Database
+    catalog: Catalog
+    workers: list[Worker] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def make_worker(self, limits: SandboxLimits | None = None) -> Worker:
+        """A worker on the configured backend; refuses if the sandbox tool is missing."""
+        backend = backend_for("local-sandbox", insecure_dev=self.settings.insecure_dev)
+        worker = Worker(self.db, self.catalog, backend, self.settings.run_dir,
+                        limits=limits or SandboxLimits(), lease_s=self.settings.worker_lease_s,
+                        max_attempts=self.settings.max_attempts)
+        self.workers.append(worker)
+        return worker
+
+    def start_workers(self, count: int = 1, limits: SandboxLimits | None = None) -> None:
+        for _ in range(count):
+            worker = self.make_worker(limits)
+            thread = threading.Thread(target=worker.run_forever,
+                                      args=(self._stop, self.settings.worker_poll_s),
+                                      name=worker.worker_id, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self.db.dispose()
+
+
+def create_platform(settings: Settings) -> Platform:
+    settings.ensure_dirs()
+    db = open_database(settings.db_url)
+    catalog = Catalog(BlobStore(settings.blob_dir), LocalKeyring(settings.key_dir))
+    return Platform(settings, db, catalog)

@@ -1,0 +1,1 @@
+"""HTTP routes: thin — validate at the boundary, delegate to the parts."""

@@ -1,0 +1,51 @@
+"""Identity administration: parties, users, tokens (admin only) and `whoami`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+
+from veil import audit
+from veil.identity import Caller, Role, create_party, create_user
+from veil.server.deps import CallerDep, SessionDep, require
+
+router = APIRouter()
+Admin = Annotated[Caller, require(Role.ADMIN)]
+
+
+class PartyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    role: Role
+    party: str | None = None
+
+
+@router.get("/me")
+def me(caller: CallerDep) -> dict[str, Any]:
+    return {"user": caller.user, "role": caller.role.value, "party": caller.party}
+
+
+@router.post("/admin/parties", status_code=201)
+def new_party(body: PartyIn, caller: Admin, session: SessionDep) -> dict[str, Any]:
+    party = create_party(session, body.name, actor=caller.actor)
+    return {"id": party.id, "name": party.name}
+
+
+@router.post("/admin/users", status_code=201)
+def new_user(body: UserIn, caller: Admin, session: SessionDep) -> dict[str, Any]:
+    user, token = create_user(session, body.name, role=body.role, party=body.party,
+                              actor=caller.actor)
+    return {"id": user.id, "name": user.name, "role": user.role, "party": body.party,
+            "token": token}
+
+
+@router.get("/admin/audit")
+def audit_chain(caller: Admin, session: SessionDep) -> dict[str, Any]:
+    return {"events": audit.verify_chain(session), "intact": True}

@@ -1,0 +1,127 @@
+"""Datasets: create (policy), upload (streamed), list, describe, stage-1 views.
+
+There is deliberately no route that returns a dataset's raw data.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict
+
+from veil.catalog.errors import UploadTooLarge
+from veil.catalog.schema import Schema
+from veil.identity import Caller, Role
+from veil.server.deps import CallerDep, PlatformDep, SessionDep, require
+from veil.store.models import Dataset
+
+router = APIRouter()
+Provider = Annotated[Caller, require(Role.PROVIDER)]
+
+
+class DatasetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    policy: str
+    policy_format: Literal["toml", "json"] = "toml"
+
+
+def describe(dataset: Dataset, *, owner_view: bool) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "id": dataset.id, "name": dataset.full_name, "status": dataset.status,
+        "rows": dataset.rows, "views": sorted(v.kind for v in dataset.views),
+        "content_digest": dataset.content_digest,
+        "schema": _public_schema(dataset.schema),
+    }
+    if owner_view:
+        info["policy"] = dataset.policy
+        info["schema"] = dataset.schema
+    return info
+
+
+def _public_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Consumers see names, types and nullability; statistics stay with the provider."""
+    if schema is None:
+        return None
+    return Schema.model_validate(schema).public().model_dump(mode="json", exclude_none=True)
+
+
+@router.post("/datasets", status_code=201)
+def create(body: DatasetIn, caller: Provider, platform: PlatformDep,
+           session: SessionDep) -> dict[str, Any]:
+    dataset = platform.catalog.create_draft(session, caller, body.name, body.policy,
+                                            body.policy_format)
+    return describe(dataset, owner_view=True)
+
+
+@router.put("/datasets/{dataset_id}/data")
+async def upload(dataset_id: str, request: Request, caller: Provider, platform: PlatformDep,
+                 session: SessionDep,
+                 filename: Annotated[str, Query(max_length=255)] = "upload.csv") -> dict[str, Any]:
+    limit = platform.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadTooLarge(f"upload exceeds the limit of {limit} bytes")
+    reader = _BodyReader(request.stream(), limit)
+    dataset = await anyio.to_thread.run_sync(
+        lambda: platform.catalog.ingest_data(session, caller, dataset_id,
+                                             io.BufferedReader(reader, 1 << 20),
+                                             filename=filename, max_bytes=limit))
+    return describe(dataset, owner_view=True)
+
+
+@router.get("/datasets")
+def list_datasets(caller: CallerDep, platform: PlatformDep,
+                  session: SessionDep) -> list[dict[str, Any]]:
+    return [describe(d, owner_view=caller.party_id == d.party_id)
+            for d in platform.catalog.visible(session, caller)]
+
+
+@router.get("/datasets/{owner}/{name}")
+def show(owner: str, name: str, caller: CallerDep, platform: PlatformDep,
+         session: SessionDep) -> dict[str, Any]:
+    dataset = platform.catalog.get(session, caller, f"{owner}/{name}")
+    return describe(dataset, owner_view=caller.party_id == dataset.party_id)
+
+
+@router.get("/datasets/{owner}/{name}/view")
+def view(owner: str, name: str, caller: CallerDep, platform: PlatformDep, session: SessionDep,
+         kind: Literal["mock", "sample", "synthetic"] | None = None) -> Response:
+    served, data = platform.catalog.view_bytes(session, caller, f"{owner}/{name}", kind)
+    return Response(data, media_type="application/vnd.apache.parquet",
+                    headers={"X-Veil-View": served})
+
+
+class _BodyReader(io.RawIOBase):
+    """A blocking file-like view of the async request body, for the ingest thread."""
+
+    def __init__(self, stream: AsyncIterator[bytes], limit: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._limit = limit
+        self._seen = 0
+        self._pending = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending and not self._done:
+            try:
+                self._pending = anyio.from_thread.run(self._stream.__anext__)
+            except StopAsyncIteration:
+                self._done = True
+            self._seen += len(self._pending)
+            if self._seen > self._limit:
+                raise UploadTooLarge(f"upload exceeds the limit of {self._limit} bytes")
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n

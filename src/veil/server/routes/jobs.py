@@ -1,0 +1,120 @@
+"""Jobs: submit a bundle, approve/reject (providers), cancel, review and download outputs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from veil.identity import Caller, NotFound, Role
+from veil.jobs import service
+from veil.jobs.bundle import BundleError
+from veil.server.deps import CallerDep, PlatformDep, SessionDep, require
+
+router = APIRouter()
+Consumer = Annotated[Caller, require(Role.CONSUMER)]
+Provider = Annotated[Caller, require(Role.PROVIDER)]
+MAX_FILES = 32
+
+
+class JobSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entrypoint: str
+    inputs: list[str] = Field(min_length=1, max_length=64)
+    outputs: list[str] = Field(default_factory=list, max_length=256)
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    digest: str
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class Review(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: str = Field(pattern="^(approve|reject)$")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+@router.post("/jobs", status_code=201)
+async def submit(request: Request, caller: Consumer, platform: PlatformDep,
+                 session: SessionDep) -> dict[str, Any]:
+    limit = platform.settings.max_bundle_bytes
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit() or int(declared) > limit + 64 * 1024:
+        raise HTTPException(413, f"a bundle must declare its length and stay under {limit} bytes")
+    form = await request.form(max_files=MAX_FILES, max_fields=4, max_part_size=64 * 1024)
+    try:
+        spec = JobSpec.model_validate(json.loads(str(form.get("spec") or "")))
+    except (ValueError, ValidationError):
+        raise BundleError("the job spec is missing or malformed") from None
+    files: dict[str, bytes] = {}
+    for upload in form.getlist("files"):
+        if isinstance(upload, str) or not upload.filename:
+            raise BundleError("every bundle file needs a file name")
+        if upload.filename in files:
+            raise BundleError(f"file {upload.filename!r} appears twice")
+        files[upload.filename] = await upload.read()
+    job = service.submit(session, platform.catalog, caller, files, entrypoint=spec.entrypoint,
+                         inputs=spec.inputs, outputs=spec.outputs,
+                         insecure=platform.settings.insecure_dev,
+                         max_bundle_bytes=limit)
+    return service.describe(job)
+
+
+@router.get("/jobs")
+def list_jobs(caller: CallerDep, session: SessionDep) -> list[dict[str, Any]]:
+    return [service.describe(job) for job in service.visible(session, caller)]
+
+
+@router.get("/jobs/{job_id}")
+def show(job_id: str, caller: CallerDep, session: SessionDep) -> dict[str, Any]:
+    return service.describe(service.get(session, caller, job_id))
+
+
+@router.get("/jobs/{job_id}/bundle/{name}")
+def bundle_file(job_id: str, name: str, caller: CallerDep, platform: PlatformDep,
+                session: SessionDep) -> Response:
+    """The code under review: for the submitter and the providers asked to approve it."""
+    job = service.get(session, caller, job_id)
+    bundle = service.load_bundle(platform.catalog, job)
+    if name not in bundle.files:
+        raise NotFound(f"the bundle has no file {name!r}")
+    return Response(bundle.files[name], media_type="application/octet-stream")
+
+
+@router.post("/jobs/{job_id}/approve")
+def approve(job_id: str, body: Verdict, caller: Provider, session: SessionDep) -> dict[str, Any]:
+    return service.describe(service.approve(session, caller, job_id, body.digest))
+
+
+@router.post("/jobs/{job_id}/reject")
+def reject(job_id: str, body: Rejection, caller: Provider, session: SessionDep) -> dict[str, Any]:
+    return service.describe(service.reject(session, caller, job_id, body.reason))
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(job_id: str, caller: Consumer, session: SessionDep) -> dict[str, Any]:
+    return service.describe(service.cancel(session, caller, job_id))
+
+
+@router.post("/jobs/{job_id}/outputs/{name}/review")
+def review(job_id: str, name: str, body: Review, caller: Provider,
+           session: SessionDep) -> dict[str, Any]:
+    job = service.review_output(session, caller, job_id, name, body.decision, body.reason)
+    return service.describe(job)
+
+
+@router.get("/jobs/{job_id}/outputs/{name}")
+def download(job_id: str, name: str, caller: CallerDep, platform: PlatformDep,
+             session: SessionDep) -> Response:
+    output = service.output_for_download(session, caller, job_id, name)
+    data = platform.catalog.blobs.get(f"jobs/{job_id}/outputs/{output.name}")
+    return Response(data, media_type=output.media_type,
+                    headers={"X-Veil-Sha256": output.sha256})

@@ -1,0 +1,92 @@
+"""Building blocks for clean-room tests: parties, users, uploads, notebooks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from veil.sdk.client import Client
+
+POLICY = """\
+consumers = ["lab"]
+min_group_size = {k}
+
+[approval]
+mode = "{mode}"
+auto_digests = {digests}
+
+[views.mock]
+rows = 200
+
+[views.sample]
+publishable = true
+rows = 50
+"""
+
+
+@dataclass
+class World:
+    admin: Client
+    hospital: Client
+    insurer: Client
+    researcher: Client
+    outsider: Client  # a consumer of another party, not in any policy
+
+
+def make_world(server: Any) -> World:
+    admin = server.client(server.admin_token)
+    for party in ("hospital", "insurer", "lab", "other"):
+        admin.create_party(party)
+
+    def user(name: str, role: str, party: str) -> Client:
+        return admin.with_token(admin.create_user(name, role, party)["token"])
+
+    return World(admin, user("alice", "provider", "hospital"), user("bob", "provider", "insurer"),
+                 user("carol", "consumer", "lab"), user("dave", "consumer", "other"))
+
+
+def policy(k: int = 5, mode: str = "manual", digests: list[str] | None = None) -> str:
+    quoted = "[" + ", ".join(f'"{d}"' for d in digests or []) + "]"
+    return POLICY.format(k=k, mode=mode, digests=quoted)
+
+
+def upload_csv(client: Client, tmp: Path, name: str, text: str, **policy_kw: Any) -> dict:
+    path = tmp / f"{name}.csv"
+    path.write_text(text)
+    return client.upload(name, path, policy=policy(**policy_kw), policy_format="toml")
+
+
+def visits_csv(rows: int = 300) -> str:
+    lines = ["patient_id,region,cost"]
+    regions = ["north", "south", "east"]
+    lines += [f"{i},{regions[i % 3]},{(i * 37) % 500 + 10}" for i in range(1, rows + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def claims_csv(rows: int = 300) -> str:
+    lines = ["patient_id,amount"]
+    lines += [f"{i},{(i * 53) % 900 + 100}" for i in range(1, rows + 1, 2)]
+    return "\n".join(lines) + "\n"
+
+
+def notebook(*cells: str) -> bytes:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    return nbformat.writes(nb).encode()
+
+
+def wait(client: Client, job_id: str, states: set[str], timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.job(job_id)
+        if job["state"] in states:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} stuck in {client.job(job_id)['state']}")
+
+
+FINAL = {"released", "failed", "rejected", "cancelled", "output_review"}

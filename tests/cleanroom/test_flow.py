@@ -1,0 +1,58 @@
+"""The two-stage flow end to end over HTTP: upload, view, submit, approve, run, release."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from tests.cleanroom.helpers import (
+    FINAL,
+    claims_csv,
+    make_world,
+    notebook,
+    upload_csv,
+    visits_csv,
+    wait,
+)
+
+ANALYSIS = notebook(
+    "import veil\nv = veil.load('hospital/visits')\nc = veil.load('insurer/claims')",
+    "j = v.merge(c, on='patient_id')\n"
+    "t = j.groupby('region').agg(n=('patient_id', 'size'), amount=('amount', 'mean'))"
+    ".reset_index()",
+    "veil.publish('by_region', t, count_column='n')\nveil.publish('rows', int(len(j)))",
+)
+
+
+def test_full_two_stage_flow(live_server, tmp_path: Path) -> None:
+    w = make_world(live_server)
+    info = upload_csv(w.hospital, tmp_path, "visits", visits_csv())
+    assert info["rows"] == 300 and "mock" in info["views"] and "sample" in info["views"]
+    upload_csv(w.insurer, tmp_path, "claims", claims_csv())
+
+    kind, data = w.researcher.view("hospital/visits")
+    view = pd.read_parquet(io.BytesIO(data))
+    assert kind in ("sample", "mock") and len(view) < 300
+
+    job = w.researcher.submit({"a.ipynb": ANALYSIS}, entrypoint="a.ipynb",
+                              inputs=["hospital/visits", "insurer/claims"])
+    assert job["state"] == "pending_approval"
+    w.hospital.approve(job["id"], job["digest"])
+    assert w.researcher.job(job["id"])["state"] == "pending_approval"
+    w.insurer.approve(job["id"], job["digest"])
+    job = wait(w.researcher, job["id"], FINAL)
+    assert job["state"] == "output_review", job
+    outputs = {o["name"]: o for o in job["outputs"]}
+    assert outputs["by_region"]["status"] == "released"
+    assert outputs["rows"]["status"] == "pending_review"
+    w.hospital.review_output(job["id"], "rows", "approve")
+    job = w.insurer.review_output(job["id"], "rows", "approve")
+    assert job["state"] == "released"
+    table = pd.read_parquet(io.BytesIO(w.researcher.output(job["id"], "by_region")))
+    assert table["n"].sum() == 150
+    assert w.researcher.output(job["id"], "rows") == b'{"value": 150}'
+    states = [t["to"] for t in w.researcher.job(job["id"])["transitions"]]
+    assert states == ["submitted", "pending_approval", "approved", "running", "output_review",
+                      "released"]

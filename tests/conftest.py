@@ -1,0 +1,72 @@
+"""Shared fixtures: a real Veil server on loopback, with identities."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class LiveServer:
+    url: str
+    platform: object
+    admin_token: str
+
+    def client(self, token: str | None = None):  # noqa: ANN201
+        from veil.sdk.client import Client
+
+        return Client(self.url, token)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(home: Path, *, workers: int = 1, **settings_kw: object) -> Iterator[LiveServer]:
+    import uvicorn
+
+    from veil.identity import Role, create_user
+    from veil.server.app import create_app
+    from veil.server.platform import create_platform
+    from veil.settings import Settings
+    from veil.tee.sandbox import SandboxLimits
+
+    settings = Settings(home=home, **settings_kw)  # type: ignore[arg-type]
+    platform = create_platform(settings)
+    with platform.db.transaction() as session:
+        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="test")
+    limits = SandboxLimits(cpu_seconds=60, memory_bytes=2 * 1024**3, wall_seconds=120,
+                           max_file_bytes=64 * 1024**2, output_bytes=128 * 1024**2)
+    app = create_app(platform, workers=0)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    if workers:
+        platform.start_workers(workers, limits)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", platform, admin_token)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        platform.close()
+
+
+@pytest.fixture()
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    yield from start_server(tmp_path / "home")
