@@ -32,7 +32,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(home: Path, *, workers: int = 1, **settings_kw: object) -> Iterator[LiveServer]:
+def start_server(home: Path, *, workers: int = 1, limits: object = None,
+                 **settings_kw: object) -> Iterator[LiveServer]:
     import uvicorn
 
     from veil.identity import Role, create_user
@@ -45,7 +46,7 @@ def start_server(home: Path, *, workers: int = 1, **settings_kw: object) -> Iter
     platform = create_platform(settings)
     with platform.db.transaction() as session:
         _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="test")
-    limits = SandboxLimits(cpu_seconds=60, memory_bytes=2 * 1024**3, wall_seconds=120,
+    limits = limits or SandboxLimits(cpu_seconds=60, memory_bytes=2 * 1024**3, wall_seconds=120,
                            max_file_bytes=64 * 1024**2, output_bytes=128 * 1024**2)
     app = create_app(platform, workers=0)
     port = _free_port()

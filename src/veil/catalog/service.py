@@ -13,7 +13,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -59,18 +59,18 @@ class Catalog:
         if existing is not None and existing.status != "draft":
             raise Conflict(f"dataset {caller.party}/{name} already exists")
         if existing is not None:
-            existing.policy = policy.model_dump(mode="json")
+            existing.policy = policy.model_dump(mode="json", by_alias=True)
             dataset = existing
         else:
             dataset = Dataset(party_id=caller.party_id, name=name,
-                              policy=policy.model_dump(mode="json"), status="draft")
+                              policy=policy.model_dump(mode="json", by_alias=True), status="draft")
             session.add(dataset)
         session.flush()
         audit.record(session, actor=caller.actor, action="dataset.policy_set", subject=dataset.id,
                      detail={"name": name})
         return dataset
 
-    def ingest_data(self, session: Session, caller: Caller, dataset_id: str, source: BinaryIO,
+    def ingest_data(self, session: Session, caller: Caller, dataset_id: str, source: IO[bytes],
                     *, filename: str, max_bytes: int) -> Dataset:
         """Encrypt and store the data and its views; nothing is kept unless all succeeds."""
         dataset = self._own_dataset(session, caller, dataset_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from veil.cli import admin, dataset, demo, job, psi, serve
+from veil.cli import admin, attest, dataset, demo, job, psi, serve
 
 app = typer.Typer(
     name="veil",
@@ -20,6 +20,7 @@ app.add_typer(admin.app, name="admin")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(job.app, name="job")
 app.add_typer(psi.app, name="psi")
+app.add_typer(attest.app, name="attest")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 

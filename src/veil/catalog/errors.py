@@ -1,0 +1,50 @@
+"""Catalog error types. Messages name columns and fields, never data values."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CatalogError",
+    "MalformedUpload",
+    "PolicyError",
+    "SchemaRejected",
+    "UnsupportedFormat",
+    "UploadTooLarge",
+    "ViewUnavailable",
+]
+
+
+class CatalogError(Exception):
+    """Base class for every catalog error."""
+
+
+class MalformedUpload(CatalogError):
+    """The upload could not be parsed (bad CSV/Parquet, empty, type conflict between blocks)."""
+
+
+class UploadTooLarge(CatalogError):
+    """The upload exceeded the configured byte limit."""
+
+
+class UnsupportedFormat(CatalogError):
+    """The file is not CSV or Parquet, or uses column types the catalog does not store."""
+
+
+class SchemaRejected(CatalogError):
+    """The data's schema does not satisfy the dataset policy's ``schema`` section."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("schema rejected by policy: " + "; ".join(self.problems))
+
+
+class PolicyError(CatalogError):
+    """A policy document failed to parse or validate; ``errors`` holds (field path, reason)."""
+
+    def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
+        self.errors = list(errors or [])
+        detail = "; ".join(f"{path}: {reason}" for path, reason in self.errors)
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class ViewUnavailable(CatalogError):
+    """A requested stage-1 view has no registered builder or is not permitted by the policy."""

@@ -1,0 +1,196 @@
+"""The per-dataset policy document (TOML or JSON).
+
+Every model forbids unknown fields and is strict about types: a typo in a policy must refuse,
+never silently fall back to a weaker default (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from veil.catalog.errors import PolicyError
+from veil.catalog.schema import ColumnType
+
+__all__ = [
+    "ApprovalSpec",
+    "BudgetSpec",
+    "ColumnSpec",
+    "DatasetPolicy",
+    "MockViewSpec",
+    "SampleViewSpec",
+    "SchemaSpec",
+    "SyntheticViewSpec",
+    "ViewsSpec",
+    "parse_policy",
+]
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}$")
+_BACKEND = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+_Name = Annotated[str, Field(pattern=_NAME.pattern)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _unique(values: list[str], what: str) -> list[str]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must not repeat")
+    return values
+
+
+class ApprovalSpec(_Strict):
+    """How job digests get approved: by hand, or automatically for listed bundle digests."""
+
+    mode: Literal["manual", "auto"] = "manual"
+    auto_digests: list[str] = Field(default_factory=list)
+
+    @field_validator("auto_digests")
+    @classmethod
+    def _digests(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if not _DIGEST.match(d):
+                raise ValueError("each digest must look like 'sha256:<64 lowercase hex>'")
+        return _unique(v, "auto_digests")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApprovalSpec:
+        if self.mode == "auto" and not self.auto_digests:
+            raise ValueError("mode 'auto' needs at least one entry in auto_digests")
+        if self.mode == "manual" and self.auto_digests:
+            raise ValueError("auto_digests is only meaningful with mode 'auto'")
+        return self
+
+
+class MockViewSpec(_Strict):
+    rows: int = Field(default=1000, ge=1, le=1_000_000)
+    min_category_count: int = Field(default=5, ge=1)
+
+
+class SampleViewSpec(_Strict):
+    """A provider-chosen subset of real rows, only built when ``publishable`` is true."""
+
+    publishable: bool = False
+    fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    rows: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_size(self) -> SampleViewSpec:
+        if self.fraction is not None and self.rows is not None:
+            raise ValueError("give either fraction or rows, not both")
+        return self
+
+
+class SyntheticViewSpec(_Strict):
+    epsilon: float = Field(gt=0.0)
+    delta: float = Field(default=0.0, ge=0.0, lt=1.0)
+    rows: int = Field(default=1000, ge=1, le=1_000_000)
+
+
+class ViewsSpec(_Strict):
+    mock: MockViewSpec = Field(default_factory=MockViewSpec)
+    sample: SampleViewSpec | None = None
+    synthetic: SyntheticViewSpec | None = None
+
+
+class ColumnSpec(_Strict):
+    """An expected column; ``type``/``nullable`` of None mean "any"."""
+
+    name: str = Field(min_length=1, max_length=256)
+    type: ColumnType | None = None
+    nullable: bool | None = None
+
+
+class SchemaSpec(_Strict):
+    """What the uploaded data must look like: required columns, forbidden names, extras."""
+
+    columns: list[ColumnSpec] = Field(default_factory=list)
+    forbidden: list[str] = Field(default_factory=list)
+    allow_extra: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SchemaSpec:
+        names = [c.name for c in self.columns]
+        _unique(names, "schema column names")
+        if set(names) & set(self.forbidden):
+            raise ValueError("a column cannot be both expected and forbidden")
+        return self
+
+
+class BudgetSpec(_Strict):
+    """Placeholder for the DP budget of this dataset (the privacy part may refine it)."""
+
+    epsilon: float = Field(gt=0.0)
+    delta: float = Field(default=0.0, ge=0.0, lt=1.0)
+    rule: Literal["basic", "zcdp"] = "basic"
+    period: str | None = None
+
+
+class DatasetPolicy(_Strict):
+    """Who may use a dataset, how jobs are approved, and which outputs/views are allowed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    consumers: list[_Name] = Field(default_factory=list)
+    approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
+    min_group_size: int = Field(default=10, ge=1)
+    allowed_backends: list[str] = Field(default_factory=lambda: ["local-sandbox"], min_length=1)
+    views: ViewsSpec = Field(default_factory=ViewsSpec)
+    schema_spec: SchemaSpec | None = Field(default=None, alias="schema")
+    budget: BudgetSpec | None = None
+
+    @field_validator("consumers")
+    @classmethod
+    def _consumers(cls, v: list[str]) -> list[str]:
+        return _unique(v, "consumers")
+
+    @field_validator("allowed_backends")
+    @classmethod
+    def _backends(cls, v: list[str]) -> list[str]:
+        for b in v:
+            if not _BACKEND.match(b):
+                raise ValueError("backend names are lowercase letters, digits and '-'")
+        return _unique(v, "allowed_backends")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def parse_policy(text: str, *, format: Literal["toml", "json"]) -> DatasetPolicy:
+    """Parse and validate a policy document; any unknown or ill-typed field is a PolicyError."""
+    data: Any
+    if format == "toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"policy is not valid TOML ({_first_line(exc)})") from None
+    elif format == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PolicyError(
+                f"policy is not valid JSON (line {exc.lineno}, column {exc.colno})"
+            ) from None
+    else:
+        raise PolicyError(f"unknown policy format {format!r}; use 'toml' or 'json'")
+    if not isinstance(data, dict):
+        raise PolicyError("policy must be a table/object at the top level")
+    try:
+        return DatasetPolicy.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            (".".join(str(p) for p in err["loc"]) or "<root>", err["msg"]) for err in exc.errors()
+        ]
+        raise PolicyError("invalid dataset policy", errors) from None
+
+
+def _first_line(exc: Exception) -> str:
+    # tomllib messages give a position and never echo the document's values.
+    return str(exc).splitlines()[0][:200]

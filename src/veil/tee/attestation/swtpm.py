@@ -1,0 +1,299 @@
+"""Evidence from a per-job software TPM (swtpm over a unix socket, driven with tpm2-pytss).
+
+Each job gets its own swtpm process in a private temp dir, started from a copy of one
+state template. The endorsement seed lives in that template, so the attestation key (AK), a
+primary key derived from it, is the same every time: the verifier pins that AK public key
+(``enroll_ak``) instead of trusting swtpm's system-wide local CA. This proves only "a
+software TPM saw these measurements"; tokens say so (hwmodel LOCAL_SWTPM, not hardware-backed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from veil.tee.attestation.errors import SwtpmError, SwtpmUnavailableError
+from veil.tee.attestation.eventlog import MEASUREMENT_PCR, EventLog
+from veil.tee.attestation.evidence import LOCAL_SWTPM_TYPE, Evidence
+
+__all__ = ["SwtpmAttester", "create_swtpm_state", "enroll_ak", "key_id", "swtpm_missing"]
+
+_STATE_FILE = "tpm2-00.permall"
+_START_TIMEOUT_S = 5.0
+
+
+def swtpm_missing() -> str | None:
+    """Why swtpm evidence cannot be produced here, or None if it can."""
+    if shutil.which("swtpm") is None:
+        return "the swtpm binary is not installed (apt-get install swtpm swtpm-tools)"
+    try:
+        import tpm2_pytss  # noqa: F401
+    except ImportError:
+        return "tpm2-pytss is not installed (pip install tpm2-pytss; needs libtss2-dev)"
+    return None
+
+
+def key_id(public_key: PublicKeyTypes) -> str:
+    """Stable id of a pinned key: SHA-256 of its SubjectPublicKeyInfo DER."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+class _Swtpm:
+    """One swtpm process bound to a unix socket in ``workdir``; always killed on stop()."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.socket = workdir / "tpm.sock"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if len(str(self.socket)) + len(".ctrl") > 100:
+            raise SwtpmError("swtpm work dir path is too long for a unix socket (max ~100 chars)")
+        log = open(self.workdir / "swtpm.log", "wb")  # noqa: SIM115 - handed to the child
+        try:
+            self._proc = subprocess.Popen(
+                [
+                    "swtpm", "socket", "--tpm2",
+                    "--tpmstate", f"dir={self.workdir}",
+                    "--server", f"type=unixio,path={self.socket}",
+                    "--ctrl", f"type=unixio,path={self.socket}.ctrl",
+                    "--flags", "not-need-init,startup-clear",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        except OSError as exc:
+            raise SwtpmUnavailableError(f"cannot run swtpm: {exc.strerror}") from None
+        finally:
+            log.close()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self.socket.exists():
+            if self._proc.poll() is not None:
+                self.stop()
+                raise SwtpmError("swtpm exited during start-up (see its log in the job dir)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SwtpmError("swtpm did not open its socket in time")
+            time.sleep(0.002)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def create_swtpm_state(directory: Path) -> Path:
+    """Manufacture a fresh TPM (new endorsement seed) into ``directory``; the AK derives from it."""
+    reason = swtpm_missing()
+    if reason:
+        raise SwtpmUnavailableError(reason)
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / _STATE_FILE).exists():
+        raise SwtpmError(f"{directory} already holds TPM state; refusing to overwrite it")
+    from tpm2_pytss import ESAPI, TCTILdr
+
+    tpm = _Swtpm(directory)
+    tpm.start()
+    try:
+        esys = ESAPI(TCTILdr("swtpm", f"path={tpm.socket}"))
+        try:
+            esys.get_random(8)  # the first command makes swtpm persist its manufactured state
+        finally:
+            esys.close()
+    except Exception as exc:
+        raise SwtpmError(f"software TPM did not answer: {type(exc).__name__}") from None
+    finally:
+        tpm.stop()
+    if not (directory / _STATE_FILE).exists():
+        raise SwtpmError("swtpm did not write its state file")
+    for leftover in ("tpm.sock", "tpm.sock.ctrl", ".lock", "swtpm.log"):
+        (directory / leftover).unlink(missing_ok=True)
+    return directory
+
+
+class SwtpmAttester:
+    """Context manager: a per-job swtpm, its AK, PCR measurement and quotes.
+
+    ``backend`` names the secure-stage backend this attester serves; evidence from it is always
+    software-TPM evidence whatever the isolation around it.
+    """
+
+    backend = "local-sandbox"
+
+    def __init__(self, state_template: Path, *, workdir_parent: Path | None = None) -> None:
+        reason = swtpm_missing()
+        if reason:
+            raise SwtpmUnavailableError(reason)
+        if not (state_template / _STATE_FILE).is_file():
+            raise SwtpmError(f"no swtpm state in {state_template}; run create_swtpm_state first")
+        self._template = state_template
+        self._parent = workdir_parent
+        self._tmp: Path | None = None
+        self._tpm: _Swtpm | None = None
+        self._esys: Any = None
+        self._ak: Any = None
+        self._ak_public: ec.EllipticCurvePublicKey | None = None
+
+    def __enter__(self) -> SwtpmAttester:
+        from tpm2_pytss import ESAPI, TCTILdr
+        from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
+        from tpm2_pytss.types import TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE
+
+        self._tmp = Path(tempfile.mkdtemp(prefix="veil-swtpm-", dir=self._parent))
+        try:
+            os.chmod(self._tmp, 0o700)
+            shutil.copyfile(self._template / _STATE_FILE, self._tmp / _STATE_FILE)
+            self._tpm = _Swtpm(self._tmp)
+            self._tpm.start()
+            self._esys = ESAPI(TCTILdr("swtpm", f"path={self._tpm.socket}"))
+            attrs = (
+                TPMA_OBJECT.RESTRICTED
+                | TPMA_OBJECT.SIGN_ENCRYPT
+                | TPMA_OBJECT.FIXEDTPM
+                | TPMA_OBJECT.FIXEDPARENT
+                | TPMA_OBJECT.SENSITIVEDATAORIGIN
+                | TPMA_OBJECT.USERWITHAUTH
+            )
+            template = TPM2B_PUBLIC.parse("ecc256:ecdsa-sha256:null", objectAttributes=attrs)
+            handle, out_public, *_ = self._esys.create_primary(
+                TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.ENDORSEMENT
+            )
+            self._ak = handle
+            key = serialization.load_pem_public_key(bytes(out_public.to_pem()))
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise SwtpmError("attestation key is not an EC key")
+            self._ak_public = key
+        except Exception as exc:
+            self.close()
+            if isinstance(exc, SwtpmError):
+                raise
+            raise SwtpmError(f"software TPM set-up failed: {type(exc).__name__}: {exc}") from None
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop swtpm and delete its per-job state (including the AK's seed copy)."""
+        if self._esys is not None:
+            try:
+                self._esys.close()
+            finally:
+                self._esys = None
+        if self._tpm is not None:
+            self._tpm.stop()
+            self._tpm = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    @property
+    def ak_public_key(self) -> ec.EllipticCurvePublicKey:
+        if self._ak_public is None:
+            raise SwtpmError("attester is not started")
+        return self._ak_public
+
+    def _require(self) -> Any:
+        if self._esys is None:
+            raise SwtpmError("attester is not started")
+        return self._esys
+
+    def read_register(self) -> bytes:
+        esys = self._require()
+        from tpm2_pytss.types import TPML_PCR_SELECTION
+
+        _, _, values = esys.pcr_read(TPML_PCR_SELECTION.parse(f"sha256:{MEASUREMENT_PCR}"))
+        return bytes(values.digests[0])
+
+    def measure(self, log: EventLog) -> None:
+        """Extend every event of the sealed launch log into the measurement PCR."""
+        from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
+        from tpm2_pytss.types import TPML_DIGEST_VALUES, TPMT_HA, TPMU_HA
+
+        esys = self._require()
+        if not log.sealed:
+            raise SwtpmError("refusing to measure a launch log without its separator")
+        if self.read_register() != bytes(32):
+            raise SwtpmError("measurement PCR is not fresh; one swtpm serves one job")
+        pcr = getattr(ESYS_TR, f"PCR{MEASUREMENT_PCR}")
+        for event in log.events:
+            digests = TPML_DIGEST_VALUES(
+                [TPMT_HA(hashAlg=TPM2_ALG.SHA256, digest=TPMU_HA(sha256=event.digest))]
+            )
+            esys.pcr_extend(pcr, digests)
+        if self.read_register() != log.replay():
+            raise SwtpmError("PCR value after measurement disagrees with the event log")
+
+    def evidence(self, log: EventLog, report_data: bytes) -> Evidence:
+        """Quote the measurement PCR with ``report_data`` as qualifying data."""
+        from tpm2_pytss.constants import TPM2_ALG
+        from tpm2_pytss.types import (
+            TPML_PCR_SELECTION,
+            TPMS_SCHEME_HASH,
+            TPMT_SIG_SCHEME,
+            TPMU_SIG_SCHEME,
+        )
+
+        esys = self._require()
+        if len(report_data) != 32:
+            raise SwtpmError("report_data must be 32 bytes")
+        scheme = TPMT_SIG_SCHEME(
+            scheme=TPM2_ALG.ECDSA,
+            details=TPMU_SIG_SCHEME(ecdsa=TPMS_SCHEME_HASH(hashAlg=TPM2_ALG.SHA256)),
+        )
+        try:
+            quoted, signature = esys.quote(
+                self._ak,
+                TPML_PCR_SELECTION.parse(f"sha256:{MEASUREMENT_PCR}"),
+                report_data,
+                scheme,
+            )
+        except Exception as exc:
+            raise SwtpmError(f"TPM2_Quote failed: {type(exc).__name__}") from None
+        der = encode_dss_signature(
+            int.from_bytes(bytes(signature.signature.ecdsa.signatureR), "big"),
+            int.from_bytes(bytes(signature.signature.ecdsa.signatureS), "big"),
+        )
+        return Evidence(
+            type=LOCAL_SWTPM_TYPE,
+            event_log=log.to_list(),
+            report_data=report_data.hex(),
+            quote=base64.b64encode(bytes(quoted.attestationData)).decode(),
+            signature=base64.b64encode(der).decode(),
+            signer=key_id(self.ak_public_key),
+        )
+
+
+def enroll_ak(state_template: Path) -> ec.EllipticCurvePublicKey:
+    """The AK public key a verifier should pin for swtpms started from ``state_template``."""
+    with SwtpmAttester(state_template) as attester:
+        return attester.ak_public_key
