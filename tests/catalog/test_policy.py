@@ -46,7 +46,7 @@ type = "category"
 epsilon = 3.0
 delta = 1e-5
 rule = "zcdp"
-period = "P30D"
+renewal = "30d"
 """
 
 

@@ -20,7 +20,6 @@ from veil.catalog.errors import (
 from veil.catalog.ingest import IngestResult, ingest, load_frame, read_dataset
 from veil.catalog.policy import (
     ApprovalSpec,
-    BudgetSpec,
     ColumnSpec,
     DatasetPolicy,
     MockViewSpec,
@@ -53,7 +52,6 @@ __all__ = [
     "COLUMN_TYPES",
     "VIEW_BUILDERS",
     "ApprovalSpec",
-    "BudgetSpec",
     "CatalogError",
     "Column",
     "ColumnSpec",

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from veil.catalog.errors import PolicyError
 from veil.catalog.schema import ColumnType
+from veil.privacy.accounting import BudgetPolicy
 
 __all__ = [
     "ApprovalSpec",
-    "BudgetSpec",
     "ColumnSpec",
     "DatasetPolicy",
     "MockViewSpec",
@@ -124,15 +124,6 @@ class SchemaSpec(_Strict):
         return self
 
 
-class BudgetSpec(_Strict):
-    """Placeholder for the DP budget of this dataset (the privacy part may refine it)."""
-
-    epsilon: float = Field(gt=0.0)
-    delta: float = Field(default=0.0, ge=0.0, lt=1.0)
-    rule: Literal["basic", "zcdp"] = "basic"
-    period: str | None = None
-
-
 class DatasetPolicy(_Strict):
     """Who may use a dataset, how jobs are approved, and which outputs/views are allowed."""
 
@@ -144,7 +135,7 @@ class DatasetPolicy(_Strict):
     allowed_backends: list[str] = Field(default_factory=lambda: ["local-sandbox"], min_length=1)
     views: ViewsSpec = Field(default_factory=ViewsSpec)
     schema_spec: SchemaSpec | None = Field(default=None, alias="schema")
-    budget: BudgetSpec | None = None
+    budget: BudgetPolicy | None = None
 
     @field_validator("consumers")
     @classmethod

@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 
 from veil import audit
 from veil.catalog.service import Catalog, policy_of
-from veil.jobs.lifecycle import State, StaleState, transition
+from veil.jobs.lifecycle import StaleState, State, transition
 from veil.jobs.service import load_bundle
-from veil.release import PENDING, Decision, InputRules, ManifestError, evaluate
+from veil.release import PENDING, Decision, InputRules, ManifestError, evaluate, ledger
 from veil.store.db import Database
 from veil.store.models import Job, Output, utcnow
 from veil.tee.sandbox import SandboxBackend, SandboxLimits, SandboxRequest
@@ -174,6 +174,8 @@ class Worker:
             assert job is not None
             if job.state != State.RUNNING.value or job.worker_id != self.worker_id:
                 return  # recovered by someone else meanwhile; their run wins
+            ledger.charge(session, job_id=job.id, party_id=job.party_id,
+                          datasets=[inp.dataset for inp in job.inputs], decisions=decisions)
             for decision in decisions:
                 self._store_output(session, job, decision)
             transition(session, job, State.OUTPUT_REVIEW, actor=f"system:{self.worker_id}",

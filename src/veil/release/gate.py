@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ RELEASED = "released"
 REFUSED = "refused"
 PENDING = "pending_review"
 REJECTED = "rejected"
+TO_CHARGE = "to_charge"  # a verified DP output; the ledger turns it into released or refused
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,9 @@ class Decision:
         return MEDIA_TYPES[self.entry.kind]
 
 
-DpCharger = Callable[[OutputEntry, dict[str, Any]], tuple[bool, str | None, dict[str, Any]]]
-
-
-def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *, max_output_bytes: int,
-             charge_dp: DpCharger | None = None) -> list[Decision]:
-    """Check every published output and decide its fate (DP charges happen via `charge_dp`)."""
+def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *,
+             max_output_bytes: int) -> list[Decision]:
+    """Check every published output and decide its fate; DP outputs come back `TO_CHARGE`."""
     manifest = read_manifest(outputs_dir)
     total = 0
     decisions: list[Decision] = []
@@ -69,24 +67,31 @@ def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *, max_output_byte
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != entry.sha256:
             raise ManifestError(f"output {entry.name!r} does not match its hash")
-        decisions.append(_decide(entry, path, data, inputs, charge_dp))
+        decisions.append(_decide(entry, path, data, inputs))
     return decisions
 
 
-def _decide(entry: OutputEntry, path: Path, data: bytes, inputs: Sequence[InputRules],
-            charge_dp: DpCharger | None) -> Decision:
+def _decide(entry: OutputEntry, path: Path, data: bytes,
+            inputs: Sequence[InputRules]) -> Decision:
     if entry.kind == "dp":
-        if charge_dp is None:
-            return Decision(entry, path, PENDING, "DP outputs need review (no budget ledger)")
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            return Decision(entry, path, REFUSED, "DP output is not valid JSON")
-        allowed, reason, meta = charge_dp(entry, payload)
-        return Decision(entry, path, RELEASED if allowed else REFUSED, reason, meta)
+        return _dp(entry, path, data)
     if entry.kind == "table" and "count_column" in entry.meta:
         return _aggregate(entry, path, data, inputs)
     return Decision(entry, path, PENDING, "waits for review by every data provider")
+
+
+def _dp(entry: OutputEntry, path: Path, data: bytes) -> Decision:
+    """Re-derive the declared cost from the mechanism; a mismatch is refused outright."""
+    from veil.privacy import DPResult, PrivacyError
+
+    try:
+        result = DPResult.from_json(json.loads(data))
+    except (ValueError, KeyError, TypeError, PrivacyError) as exc:
+        return Decision(entry, path, REFUSED,
+                        f"DP output failed verification: {type(exc).__name__}")
+    return Decision(entry, path, TO_CHARGE, None,
+                    {"mechanism": result.mechanism, "epsilon": result.epsilon,
+                     "delta": result.delta})
 
 
 def _aggregate(entry: OutputEntry, path: Path, data: bytes,
@@ -99,9 +104,9 @@ def _aggregate(entry: OutputEntry, path: Path, data: bytes,
     try:
         table = pq.read_table(io.BytesIO(data))
         counts = table.column(column)
-    except Exception:  # noqa: BLE001 - any unreadable table is refused, never released
+    except Exception:
         return Decision(entry, path, REFUSED, f"aggregate table has no readable column {column!r}")
-    if not (counts.type.id in _INTEGER_TYPES):
+    if counts.type.id not in _INTEGER_TYPES:
         return Decision(entry, path, REFUSED, f"count column {column!r} is not an integer column")
     if counts.null_count:
         return Decision(entry, path, REFUSED, f"count column {column!r} has missing counts")

@@ -204,17 +204,6 @@ class BudgetCharge(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class BudgetLock(Base):
-    """One row per (dataset, party); charges lock it so concurrent releases serialise."""
-
-    __tablename__ = "budget_locks"
-    __table_args__ = (UniqueConstraint("dataset_id", "party_id"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
-    party_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
-    version: Mapped[int] = mapped_column(Integer, default=0)
-
-
 class AuditEvent(Base):
     """One link of the hash chain; see veil.audit."""
 

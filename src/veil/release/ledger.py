@@ -1,0 +1,111 @@
+"""The privacy budget ledger: DP outputs are charged here, atomically, at release.
+
+Each (dataset, consumer party) pair has the budget its provider set in the
+dataset's policy. A job's DP outputs are charged, in order, to every dataset
+the job read; an output that would overspend any of them is refused with the
+dataset's name and what is left. All charges of one release happen in the
+caller's transaction, under a lock per (dataset, party), so two releases
+racing on the same budget can never both spend its last part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from veil.privacy import Budget, BudgetPolicy, check_charge
+from veil.release.gate import PENDING, REFUSED, RELEASED, TO_CHARGE, Decision
+from veil.store.models import BudgetCharge, Dataset, utcnow
+
+
+@dataclass(frozen=True)
+class Remaining:
+    dataset: str
+    epsilon_total: float
+    delta_total: float
+    epsilon_left: float
+    delta_left: float
+    rule: str
+    renewal: str | None
+
+
+def charge(session: Session, *, job_id: str, party_id: str, datasets: Sequence[Dataset],
+           decisions: Sequence[Decision]) -> None:
+    """Turn every `TO_CHARGE` decision into released (charged) or refused."""
+    pending = [d for d in decisions if d.status == TO_CHARGE]
+    if not pending:
+        return
+    budgets = {ds.id: _budget(ds) for ds in datasets}
+    unbudgeted = [ds.full_name for ds in datasets if budgets[ds.id] is None]
+    if unbudgeted:
+        for decision in pending:
+            decision.status = PENDING
+            decision.reason = (f"no privacy budget is set for {', '.join(unbudgeted)}; "
+                               "the DP output waits for provider review")
+        return
+    _lock(session, [ds.id for ds in datasets], party_id)
+    spent = {ds.id: _spent(session, ds, party_id, budgets[ds.id]) for ds in datasets}
+    for decision in pending:
+        cost = Budget(float(decision.meta["epsilon"]), float(decision.meta["delta"]))
+        verdicts = {ds.id: check_charge(budgets[ds.id], spent[ds.id], [cost],  # type: ignore[arg-type]
+                                        subject=ds.full_name) for ds in datasets}
+        refused = [(ds, verdicts[ds.id]) for ds in datasets if not verdicts[ds.id].allowed]
+        if refused:
+            ds, verdict = refused[0]
+            decision.status = REFUSED
+            decision.reason = (f"budget exhausted on {ds.full_name}: output needs epsilon "
+                               f"{cost.epsilon:.4g}, {verdict.remaining_epsilon:.4g} left")
+            continue
+        for ds in datasets:
+            spent[ds.id].append(cost)
+            session.add(BudgetCharge(dataset_id=ds.id, party_id=party_id, job_id=job_id,
+                                     output_name=decision.entry.name, epsilon=cost.epsilon,
+                                     delta=cost.delta))
+        decision.status = RELEASED
+        decision.meta["budget_left"] = {
+            ds.full_name: {"epsilon": verdicts[ds.id].remaining_epsilon,
+                           "delta": verdicts[ds.id].remaining_delta} for ds in datasets}
+    session.flush()
+
+
+def remaining(session: Session, dataset: Dataset, party_id: str) -> Remaining | None:
+    """What a consumer party has left on a dataset (None: the dataset has no budget)."""
+    policy = _budget(dataset)
+    if policy is None:
+        return None
+    spent = _spent(session, dataset, party_id, policy)
+    verdict = check_charge(policy, spent, [], subject=dataset.full_name)
+    return Remaining(dataset.full_name, policy.epsilon, policy.delta, verdict.remaining_epsilon,
+                     verdict.remaining_delta, policy.rule, policy.renewal)
+
+
+def _budget(dataset: Dataset) -> BudgetPolicy | None:
+    raw = dataset.policy.get("budget")
+    return None if raw is None else BudgetPolicy.model_validate(raw)
+
+
+def _spent(session: Session, dataset: Dataset, party_id: str,
+           policy: BudgetPolicy) -> list[Budget]:
+    query = select(BudgetCharge).where(BudgetCharge.dataset_id == dataset.id,
+                                       BudgetCharge.party_id == party_id)
+    start = policy.period_start(_aware(dataset.created_at), utcnow())
+    rows = session.execute(query).scalars().all()
+    return [Budget(r.epsilon, r.delta) for r in rows
+            if start is None or _aware(r.at) >= start]
+
+
+def _lock(session: Session, dataset_ids: Sequence[str], party_id: str) -> None:
+    """Serialise charges per budget. SQLite's BEGIN IMMEDIATE already serialises writers."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for dataset_id in sorted(dataset_ids):  # fixed order: no deadlocks between releases
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                        {"k": f"budget:{dataset_id}:{party_id}"})
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
