@@ -1,0 +1,184 @@
+"""Phase E of DPCA-PSI: turn the other party's encrypted payload into additive shares mod 2^64.
+
+owner:  `enc = encrypt_payload(pk, values)`                (values in [0, 2^64))
+masker: `packed, my_shares = mask_and_pack(pk, enc.select(rows))`
+owner:  `their_shares = unpack_and_decrypt(sk, packed, count)`
+so that my_shares[i] + their_shares[i] = values[rows[i]] (mod 2^64).
+
+The masker packs up to `slots` ciphertexts into one by Horner's rule under encryption
+(C = (..(c_0 * 2^s + c_1) * 2^s + ...) in the plaintext, first value in the most significant
+slot), adds one mask per slot, r_j uniform in [2^64, 2^(64+sigma)), and re-randomises with a
+fresh encryption of zero. With slot width s = 64 + sigma + 1, value + mask < 2^s, so slots
+never carry; each slot hides its value to statistical distance 2^-sigma. The masker's share
+is -r_j mod 2^64; the owner's is the decrypted slot mod 2^64. Re-randomisation is not
+optional: without it c' = c (mod n) and the owner could link returned ciphertexts to its
+own rows, learning exactly which records intersect (spec §12.1).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import gmpy2
+from gmpy2 import mpz
+
+from veil.psi.paillier._core import (
+    CiphertextVector,
+    IntInput,
+    PaillierPrivateKey,
+    PaillierPublicKey,
+    _map_chunks,
+    _to_int_list,
+)
+from veil.psi.paillier._errors import (
+    KeyMismatchError,
+    MalformedPaillierData,
+    PlaintextRangeError,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+VALUE_BITS = 64
+DEFAULT_STATISTICAL_BITS = 40
+_MIN_STATISTICAL_BITS, _MAX_STATISTICAL_BITS = 40, 80
+_VALUE_MOD = 1 << VALUE_BITS
+
+
+@dataclass(frozen=True)
+class PackingLayout:
+    """Slot geometry for one key size and statistical security parameter."""
+
+    statistical_bits: int
+    slot_bits: int
+    slots: int
+    """Values per packed ciphertext (19 for n = 2048, sigma = 40)."""
+
+    @classmethod
+    def for_key(
+        cls,
+        public_key: PaillierPublicKey,
+        statistical_bits: int = DEFAULT_STATISTICAL_BITS,
+        *,
+        packing: bool = True,
+    ) -> PackingLayout:
+        """`packing=False` gives one value per ciphertext (same masks, same shares)."""
+        if (
+            isinstance(statistical_bits, bool)
+            or not isinstance(statistical_bits, int)
+            or not _MIN_STATISTICAL_BITS <= statistical_bits <= _MAX_STATISTICAL_BITS
+        ):
+            raise ValueError(
+                f"statistical_bits must be an integer in "
+                f"[{_MIN_STATISTICAL_BITS}, {_MAX_STATISTICAL_BITS}], got {statistical_bits!r}"
+            )
+        slot_bits = VALUE_BITS + statistical_bits + 1
+        # the packed plaintext must stay below n >= 2^(n_bits-1)
+        slots = (public_key.n_bits - 1) // slot_bits if packing else 1
+        return cls(statistical_bits, slot_bits, slots)
+
+    def packed_count(self, count: int) -> int:
+        """Ciphertexts needed to carry `count` values."""
+        return math.ceil(count / self.slots)
+
+
+def _to_uint64_array(values: list[int]) -> npt.NDArray[np.uint64]:
+    import numpy as np
+
+    return np.array(values, dtype=np.uint64) if values else np.zeros(0, dtype=np.uint64)
+
+
+def encrypt_payload(
+    public_key: PaillierPublicKey, values: IntInput, *, workers: int | None = None
+) -> CiphertextVector:
+    """Encrypt uint64 payload values; anything outside [0, 2^64) is refused (it would overflow
+    a slot at packing time and corrupt the neighbouring value)."""
+    plain = _to_int_list(values)
+    for v in plain:
+        if not 0 <= v < _VALUE_MOD:
+            raise PlaintextRangeError("payload values must be in [0, 2^64)")
+    return public_key.encrypt_vector(plain, workers=workers)
+
+
+def mask_and_pack(
+    public_key: PaillierPublicKey,
+    ciphertexts: CiphertextVector,
+    *,
+    statistical_bits: int = DEFAULT_STATISTICAL_BITS,
+    packing: bool = True,
+    workers: int | None = None,
+) -> tuple[CiphertextVector, npt.NDArray[np.uint64]]:
+    """Masker side: (re-randomised packed ciphertexts, the masker's shares mod 2^64).
+
+    `ciphertexts` are the other party's uint64 payload values under its key `public_key`,
+    already selected and ordered. Masks come from `secrets`.
+    """
+    if ciphertexts.public_key != public_key:
+        raise KeyMismatchError("ciphertexts are not under the given public key")
+    layout = PackingLayout.for_key(public_key, statistical_bits, packing=packing)
+    cs = ciphertexts._ints()
+    groups = [cs[i : i + layout.slots] for i in range(0, len(cs), layout.slots)]
+    n, n2, s = public_key.n, public_key.n2, layout.slot_bits
+    shift = mpz(1) << s
+    low, span = (
+        mpz(1) << VALUE_BITS,
+        (mpz(1) << (VALUE_BITS + statistical_bits)) - (mpz(1) << VALUE_BITS),
+    )
+    _ = public_key._table
+
+    def pack(chunk: list[list[mpz]]) -> list[tuple[mpz, list[int]]]:
+        out = []
+        for group in chunk:
+            packed = group[0]
+            for c in group[1:]:
+                packed = gmpy2.powmod(packed, shift, n2) * c % n2
+            masks = [low + secrets.randbelow(int(span)) for _ in group]
+            total = mpz(0)
+            for r in masks:
+                total = (total << s) + r
+            # + masks under encryption, then a fresh Enc(0): c' is unlinkable to the inputs
+            packed = packed * (1 + n * total) % n2 * public_key._randomiser() % n2
+            out.append((packed, [int(-r % _VALUE_MOD) for r in masks]))
+        return out
+
+    results = _map_chunks(pack, groups, workers)
+    packed_vec = CiphertextVector._from_ints(public_key, [c for c, _ in results])
+    shares = [a for _, group_shares in results for a in group_shares]
+    return packed_vec, _to_uint64_array(shares)
+
+
+def unpack_and_decrypt(
+    private_key: PaillierPrivateKey,
+    packed: CiphertextVector,
+    count: int,
+    *,
+    statistical_bits: int = DEFAULT_STATISTICAL_BITS,
+    packing: bool = True,
+    workers: int | None = None,
+) -> npt.NDArray[np.uint64]:
+    """Owner side: decrypt packed ciphertexts and return the owner's `count` shares mod 2^64."""
+    if packed.public_key != private_key.public_key:
+        raise KeyMismatchError("packed ciphertexts are not under this private key")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be a non-negative integer, got {count!r}")
+    layout = PackingLayout.for_key(private_key.public_key, statistical_bits, packing=packing)
+    if len(packed) != layout.packed_count(count):
+        raise MalformedPaillierData(
+            f"{count} values need {layout.packed_count(count)} packed ciphertexts, "
+            f"got {len(packed)}"
+        )
+    plains = private_key.decrypt_vector(packed, workers=workers)
+    s, slot_mask = layout.slot_bits, (1 << layout.slot_bits) - 1
+    shares: list[int] = []
+    for g, value in enumerate(plains):
+        size = min(layout.slots, count - g * layout.slots)
+        if value >> (size * s):
+            # an honest masker's plaintext fits its slots exactly; anything else is tampering
+            raise MalformedPaillierData("packed plaintext overflows its slots")
+        for j in range(size):
+            shares.append((value >> (s * (size - 1 - j))) & slot_mask & (_VALUE_MOD - 1))
+    return _to_uint64_array(shares)
