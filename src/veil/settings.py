@@ -55,6 +55,8 @@ class Settings:
             values["database_url"] = env["VEIL_DATABASE_URL"]
         if "VEIL_MAX_UPLOAD_BYTES" in env:
             values["max_upload_bytes"] = int(env["VEIL_MAX_UPLOAD_BYTES"])
+        if "VEIL_WORKER_LEASE_S" in env:
+            values["worker_lease_s"] = float(env["VEIL_WORKER_LEASE_S"])
         if env.get("VEIL_INSECURE_DEV") == "1":
             values["insecure_dev"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from veil.cli import admin, attest, dataset, demo, job, psi, serve
+from veil.cli import admin, attest, budget, dataset, demo, job, psi, serve
 
 app = typer.Typer(
     name="veil",
@@ -23,6 +23,7 @@ app.add_typer(psi.app, name="psi")
 app.add_typer(attest.app, name="attest")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
+app.command("budget")(budget.budget)
 
 
 def main() -> None:

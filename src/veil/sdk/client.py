@@ -91,6 +91,9 @@ class Client:
         response = self._call("GET", f"/datasets/{full_name}/view", params=params)
         return response.headers["X-Veil-View"], response.content
 
+    def budgets(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/budgets")
+
     # -- jobs -------------------------------------------------------------------------------
     def submit(self, files: Mapping[str, bytes], *, entrypoint: str, inputs: Sequence[str],
                outputs: Sequence[str] = ()) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from veil.jobs.bundle import RUNTIME, BundleError
 from veil.jobs.lifecycle import IllegalTransition, StaleState
 from veil.jobs.service import JobError
 from veil.server.platform import Platform
-from veil.server.routes import admin, datasets, jobs
+from veil.server.routes import admin, budget, datasets, jobs
 
 log = logging.getLogger("veil.server")
 
@@ -44,7 +44,7 @@ def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
 
     app = FastAPI(title="Veil", version=__version__, lifespan=lifespan)
     app.state.platform = platform
-    for router in (admin.router, datasets.router, jobs.router):
+    for router in (admin.router, budget.router, datasets.router, jobs.router):
         app.include_router(router, prefix="/api/v1")
 
     for exc_type, status in _STATUS:

@@ -1,0 +1,20 @@
+"""`veil budget`: remaining privacy budgets."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from veil.cli._common import TokenOption, UrlOption, api_errors, client, console
+
+
+def budget(url: str = UrlOption, token: str = TokenOption) -> None:
+    """Show the (epsilon, delta) left per dataset and consumer."""
+    with api_errors():
+        rows = client(url, token).budgets()
+    table = Table("dataset", "consumer", "epsilon left", "of", "delta left", "rule", "renews")
+    for row in rows:
+        table.add_row(row["dataset"], row["consumer"], f"{row['epsilon_left']:.4g}",
+                      f"{row['epsilon_total']:.4g}", f"{row['delta_left']:.3g}", row["rule"],
+                      row["renewal"] or "never")
+    console.print(table)

@@ -1,0 +1,35 @@
+"""Remaining privacy budgets: consumers see their own, providers those on their datasets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from veil.identity import Role
+from veil.release import ledger
+from veil.server.deps import CallerDep, PlatformDep, SessionDep
+from veil.store.models import Party
+
+router = APIRouter()
+
+
+@router.get("/budgets")
+def budgets(caller: CallerDep, platform: PlatformDep, session: SessionDep) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    parties = {p.name: p.id for p in session.execute(select(Party)).scalars()}
+    for dataset in platform.catalog.visible(session, caller):
+        if dataset.status != "ready":
+            continue
+        consumers = dataset.policy.get("consumers", [])
+        if caller.role is Role.CONSUMER:
+            consumers = [caller.party]
+        for party in consumers:
+            if party not in parties:
+                continue
+            left = ledger.remaining(session, dataset, parties[party])
+            if left is not None:
+                rows.append({"consumer": party, **asdict(left)})
+    return rows

@@ -1,0 +1,152 @@
+"""The lifecycle and the worker: legal transitions only, no double runs, no lost jobs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cleanroom.helpers import FINAL, make_world, notebook, upload_csv, visits_csv, wait
+from veil.jobs.lifecycle import ALLOWED, FINAL as FINAL_STATES, IllegalTransition, State
+
+
+def test_transition_table_is_closed() -> None:
+    assert FINAL_STATES == {State.RELEASED, State.REJECTED, State.FAILED, State.CANCELLED}
+    happy = [State.SUBMITTED, State.PENDING_APPROVAL, State.APPROVED, State.RUNNING,
+             State.OUTPUT_REVIEW, State.RELEASED]
+    for a, b in zip(happy, happy[1:], strict=False):
+        assert b in ALLOWED[a]
+    assert State.RUNNING not in ALLOWED[State.PENDING_APPROVAL]
+    assert State.RELEASED not in ALLOWED[State.RUNNING]
+
+
+def test_illegal_transition_is_impossible(live_server, tmp_path: Path) -> None:
+    from veil.jobs.lifecycle import transition
+    from veil.store.models import Job
+
+    w = make_world(live_server)
+    upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
+    job = w.researcher.submit({"a.py": b"import veil\n"}, entrypoint="a.py",
+                              inputs=["hospital/visits"])
+    with live_server.platform.db.transaction() as session:
+        row = session.get(Job, job["id"])
+        with pytest.raises(IllegalTransition):
+            transition(session, row, State.RUNNING, actor="test")
+    assert w.researcher.job(job["id"])["state"] == "pending_approval"
+    w.researcher.cancel(job["id"])
+    with pytest.raises(Exception, match="409"):
+        w.researcher.cancel(job["id"])
+
+
+def test_many_workers_run_each_job_once(tmp_path: Path) -> None:
+    from tests.conftest import start_server
+
+    gen = start_server(tmp_path / "home", workers=3)
+    server = next(gen)
+    try:
+        w = make_world(server)
+        upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
+        jobs = []
+        for i in range(4):
+            job = w.researcher.submit({"a.py": f"import veil\nveil.publish('x', {i})\n".encode()},
+                                      entrypoint="a.py", inputs=["hospital/visits"])
+            w.hospital.approve(job["id"], job["digest"])
+            jobs.append(job["id"])
+        for job_id in jobs:
+            done = wait(w.researcher, job_id, FINAL)
+            runs = [t for t in done["transitions"] if t["to"] == "running"]
+            assert done["state"] == "output_review" and len(runs) == 1, done
+    finally:
+        next(gen, None)
+
+
+def test_concurrent_claims_pick_distinct_jobs(live_server, tmp_path: Path) -> None:
+    from veil.jobs.worker import Worker
+
+    w = make_world(live_server)
+    upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
+    platform = live_server.platform
+    job = w.researcher.submit({"a.py": b"import veil\n"}, entrypoint="a.py",
+                              inputs=["hospital/visits"])
+    workers = [Worker(platform.db, platform.catalog, platform.workers[0].backend,
+                      platform.settings.run_dir) for _ in range(6)]
+    claimed: list[str | None] = []
+    barrier = threading.Barrier(len(workers))
+
+    def claim(worker: Worker) -> None:
+        barrier.wait()
+        claimed.append(worker.claim())
+
+    w.hospital.approve(job["id"], job["digest"])
+    threads = [threading.Thread(target=claim, args=(wk,)) for wk in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert claimed.count(job["id"]) <= 1
+
+
+def _serve(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "VEIL_WORKER_LEASE_S": "2"}
+    with log.open("ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", "veil", "serve", "--port", str(port),
+                                 "--home", str(home)], stdout=fh, stderr=subprocess.STDOUT,
+                                env=env)
+
+
+def _healthy(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("server did not start")
+
+
+def test_a_killed_worker_loses_no_job(tmp_path: Path) -> None:
+    """SIGKILL the server mid-run; on restart the job is re-queued and completes."""
+    from tests.conftest import LiveServer, _free_port
+    from veil.identity import Role, create_user
+    from veil.settings import Settings
+    from veil.store import open_database
+
+    home = tmp_path / "home"
+    settings = Settings(home=home)
+    settings.ensure_dirs()
+    db = open_database(settings.db_url)
+    with db.transaction() as session:
+        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="t")
+    db.dispose()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _serve(home, port, tmp_path / "log")
+    try:
+        _healthy(url)
+        w = make_world(LiveServer(url, None, admin_token))
+        upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
+        code = "import time, veil\ntime.sleep(4)\nveil.publish('done', 1)\n"
+        job = w.researcher.submit({"a.py": code.encode()}, entrypoint="a.py",
+                                  inputs=["hospital/visits"])
+        w.hospital.approve(job["id"], job["digest"])
+        wait(w.researcher, job["id"], {"running"}, timeout=60)
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        server = _serve(home, port, tmp_path / "log")
+        _healthy(url)
+        done = wait(w.researcher, job["id"], FINAL, timeout=120)
+        assert done["state"] == "output_review", done
+        reasons = [t["reason"] for t in done["transitions"] if t["actor"] == "system:recovery"]
+        assert reasons and "re-queued" in reasons[0]
+        assert done["attempts"] == 2
+    finally:
+        server.kill()
+        server.wait()
