@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
@@ -68,7 +69,7 @@ async def upload(dataset_id: str, request: Request, caller: Provider, platform: 
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise UploadTooLarge(f"upload exceeds the limit of {limit} bytes")
-    reader = _BodyReader(request.stream(), limit)
+    reader = _BodyReader(request.stream(), limit, anyio.lowlevel.current_token())
     dataset = await anyio.to_thread.run_sync(
         lambda: platform.catalog.ingest_data(session, caller, dataset_id,
                                              io.BufferedReader(reader, 1 << 20),
@@ -101,8 +102,10 @@ def view(owner: str, name: str, caller: CallerDep, platform: PlatformDep, sessio
 class _BodyReader(io.RawIOBase):
     """A blocking file-like view of the async request body, for the ingest thread."""
 
-    def __init__(self, stream: AsyncIterator[bytes], limit: int) -> None:
+    def __init__(self, stream: AsyncIterator[bytes], limit: int,
+                 token: anyio.lowlevel.EventLoopToken) -> None:
         super().__init__()
+        self._token = token  # pyarrow may read from its own I/O threads, not anyio's
         self._stream = stream
         self._limit = limit
         self._seen = 0
@@ -115,7 +118,7 @@ class _BodyReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         while not self._pending and not self._done:
             try:
-                self._pending = anyio.from_thread.run(self._stream.__anext__)
+                self._pending = anyio.from_thread.run(self._stream.__anext__, token=self._token)
             except StopAsyncIteration:
                 self._done = True
             self._seen += len(self._pending)
