@@ -1,0 +1,445 @@
+"""DP synthetic stage-1 views: OpenDP's contingency table (MST or AIM, via Private-PGM).
+
+Privacy unit: one row added or removed. Everything that looks at the data is inside an OpenDP
+measurement whose privacy map is the recorded spend:
+
+- numeric bounds the provider does not give are chosen by a thresholded DP histogram over a
+  fixed, data-independent log grid (10% of epsilon, split over those columns);
+- categories the provider does not give are discovered by OpenDP's thresholded key release
+  inside the contingency table (this is what needs delta > 0); rare values fold into null;
+- null rates are modelled because null is a category of every column.
+
+Sampling from the fitted model, un-binning, the shuffle and the stray-null pass are
+post-processing. Their randomness (numpy, optionally seeded) is not DP noise. The DP noise
+comes from OpenDP's samplers and cannot be seeded, so ``seed`` only fixes the post-processing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import opendp.prelude as dp
+import pandas as pd
+import polars as pl
+
+from veil.privacy._mst import SafeMST
+from veil.privacy._opendp import D_IN, calibrate, check_bounds, check_delta, check_epsilon
+from veil.privacy.errors import InvalidParameterError, SyntheticDataError
+
+__all__ = ["FidelityReport", "SyntheticView", "fit_synthetic"]
+
+Method = Literal["mst", "aim"]
+_BOUNDS_SHARE = 0.1
+_BOUNDS_FAILURE = 0.01  # chance that a noise-only bin clears the threshold, per column
+
+
+def _log_grid() -> list[float]:
+    """Public candidate grid for DP bounds: 0 and +-10^k, 4 steps per decade, 1e-3 .. 1e12."""
+    pos = [float(10 ** (k / 4)) for k in range(-12, 49)]
+    return sorted({*(-p for p in pos), 0.0, *pos})
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """Total-variation error of the view against the real data, per column and per pair.
+
+    Computed from the REAL data: it stays with the provider. Consumers get
+    :meth:`public_json`, which holds only DP-derived figures.
+    """
+
+    columns: dict[str, float]
+    pairs: dict[str, float]
+    epsilon: float
+    delta: float
+    method: str
+    rows: int
+    spend: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "fidelity",
+            "provider_only": True,
+            "metric": "total_variation",
+            "columns": dict(self.columns),
+            "pairs": dict(self.pairs),
+            **self.public_json(),
+        }
+
+    def public_json(self) -> dict[str, Any]:
+        """What a consumer may see: the DP cost and how it was split, nothing from real data."""
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "method": self.method,
+            "rows": self.rows,
+            "spend": dict(self.spend),
+        }
+
+    def plot_png(self, path: str | Path) -> Path:
+        """Bar chart of per-column TV and a heatmap of 2-way TV, as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cols = list(self.columns)
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+        ax1.bar(range(len(cols)), [self.columns[c] for c in cols], color="#4a7ab5")
+        ax1.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+        ax1.set_ylabel("total variation distance")
+        ax1.set_title("1-way marginals")
+        grid = np.full((len(cols), len(cols)), np.nan)
+        for key, v in self.pairs.items():
+            a, b = key.split("|", 1)
+            i, j = cols.index(a), cols.index(b)
+            grid[i, j] = grid[j, i] = v
+        im = ax2.imshow(grid, cmap="viridis", vmin=0, vmax=max(0.05, np.nanmax(grid, initial=0)))
+        ax2.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+        ax2.set_yticks(range(len(cols)), cols)
+        ax2.set_title("2-way marginals")
+        fig.colorbar(im, ax=ax2, label="total variation distance")
+        fig.suptitle(f"{self.method.upper()} view, eps={self.epsilon:.3g}, delta={self.delta:.2g}")
+        fig.tight_layout()
+        out = Path(path)
+        fig.savefig(out, format="png", dpi=90)
+        plt.close(fig)
+        return out
+
+
+@dataclass(frozen=True)
+class SyntheticView:
+    """A sampled DP synthetic frame and what it cost."""
+
+    frame: pd.DataFrame
+    epsilon: float
+    delta: float
+    method: str
+    fidelity: FidelityReport
+
+
+@dataclass
+class _Col:
+    name: str
+    kind: Literal["int", "float", "cat"]
+    dtype: Any
+    bounds: tuple[float, float] | None = None
+    edges: list[float] = field(default_factory=list)  # bin edges for numeric columns
+    labels: dict[str, Any] = field(default_factory=dict)  # string -> original value (cat)
+
+
+def _classify(df: pd.DataFrame) -> list[_Col]:
+    cols = []
+    for name in df.columns:
+        if not isinstance(name, str) or name == "len":
+            raise SyntheticDataError(f"column names must be strings other than 'len': {name!r}")
+        s = df[name]
+        if pd.api.types.is_bool_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
+            cols.append(_Col(name, "cat", s.dtype))
+        elif pd.api.types.is_integer_dtype(s):
+            cols.append(_Col(name, "int", s.dtype))
+        elif pd.api.types.is_float_dtype(s):
+            cols.append(_Col(name, "float", s.dtype))
+        elif pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
+            cols.append(_Col(name, "cat", s.dtype))
+        else:
+            raise SyntheticDataError(f"column {name!r} has unsupported type {s.dtype}")
+    return cols
+
+
+def _dp_bounds(name: str, values: np.ndarray, epsilon: float) -> tuple[tuple[float, float], float]:
+    """DP range of a column: a Laplace histogram over the public log grid; the bounds are the
+    outer edges of the first and last bins whose noisy count clears a noise-only threshold.
+
+    (DP quantiles on a coarse grid tie for every candidate beyond the data and then pick
+    absurd values; thresholded bins do not.)
+    """
+    edges = _log_grid()
+    space = (dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.symmetric_distance())
+
+    def make(scale: float) -> Any:
+        return (
+            space
+            >> dp.t.then_find_bin(edges=edges)
+            >> dp.t.then_count_by_categories(
+                categories=list(range(1, len(edges))), null_category=True
+            )
+            >> dp.m.then_laplace(scale)
+        )
+
+    scale = calibrate(make, epsilon, 1.0 / epsilon)
+    meas = make(scale)
+    counts = meas(values.tolist())[:-1]
+    threshold = scale * math.log(len(edges) / _BOUNDS_FAILURE)
+    above = [i for i, c in enumerate(counts) if c > threshold]
+    if not above:
+        raise SyntheticDataError(
+            f"too few rows to choose DP bounds for {name!r} at this epsilon; pass bounds"
+        )
+    return (edges[above[0]], edges[above[-1] + 1]), float(meas.map(D_IN))
+
+
+def _numeric_edges(col: _Col, n_bins: int) -> list[float]:
+    """Edges E_0 < ... < E_m; bin i is [E_i, E_i+1) (the last one closed). Integer bins hold
+    whole numbers E_i .. E_i+1 - 1; small integer ranges get one bin per value."""
+    assert col.bounds is not None
+    lo, hi = col.bounds
+    if col.kind == "int":
+        lo_i, hi_i = math.ceil(lo), math.floor(hi)
+        if hi_i < lo_i:
+            raise SyntheticDataError(f"integer bounds of {col.name!r} hold no integer")
+        if hi_i - lo_i + 1 <= n_bins:
+            return [float(v) for v in range(lo_i, hi_i + 2)]
+        steps = np.linspace(lo_i, hi_i + 1, n_bins + 1)
+        return [float(v) for v in sorted({round(x) for x in steps})]
+    return [float(x) for x in np.linspace(lo, hi, n_bins + 1)]
+
+
+def _bin_index(arr: np.ndarray, edges: list[float]) -> np.ndarray:
+    e = np.asarray(edges)
+    i = np.searchsorted(e, np.clip(arr, e[0], e[-1]), side="right") - 1
+    return np.clip(i, 0, len(e) - 2)
+
+
+def _to_polars(df: pd.DataFrame, cols: list[_Col]) -> pl.DataFrame:
+    """Every column becomes a string column: categories as text, numbers as public bin codes
+    (a row-wise, data-independent map), null kept as null so null rates are modelled."""
+    data: dict[str, pl.Series] = {}
+    for c in cols:
+        s = df[c.name]
+        if c.kind == "cat":
+            vals = [None if _isna(v) else str(v) for v in s.tolist()]
+        else:
+            arr = s.to_numpy(dtype=float, na_value=np.nan)
+            idx = _bin_index(np.nan_to_num(arr), c.edges)
+            codes = np.array([f"b{i}" for i in range(len(c.edges) - 1)], dtype=object)[idx]
+            codes[np.isnan(arr)] = None
+            vals = codes.tolist()
+        data[c.name] = pl.Series(c.name, vals, dtype=pl.String)
+    return pl.DataFrame(data)
+
+
+def _isna(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def _domain(cols: list[_Col]) -> Any:
+    return dp.lazyframe_domain(
+        [dp.series_domain(c.name, dp.option_domain(dp.atom_domain(T="String"))) for c in cols]
+    )
+
+
+def fit_synthetic(
+    df: pd.DataFrame,
+    *,
+    epsilon: float,
+    delta: float | None = None,
+    method: Method = "mst",
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    categories: Mapping[str, Sequence[Any]] | None = None,
+    rows: int,
+    seed: int | None = None,
+    n_bins: int = 16,
+) -> SyntheticView:
+    """Fit a DP marginal model of ``df`` and sample a view of ``rows`` rows.
+
+    ``bounds``/``categories`` given here are treated as public. ``delta`` defaults to 1e-9 and
+    is only spent when some categorical column has no public categories (key discovery);
+    otherwise the fit is pure eps-DP and the view reports delta = 0.
+    """
+    t0 = time.perf_counter()
+    eps = check_epsilon(epsilon)
+    dlt = 1e-9 if delta is None else check_delta(delta)
+    if method not in ("mst", "aim"):
+        raise InvalidParameterError(f"unknown method {method!r}; use 'mst' or 'aim'")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise InvalidParameterError("rows must be a positive integer")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 2 <= n_bins <= 256:
+        raise InvalidParameterError("n_bins must be an integer in [2, 256]")
+    if not isinstance(df, pd.DataFrame) or df.shape[1] == 0:
+        raise InvalidParameterError("data must be a pandas DataFrame with at least one column")
+    cols = _classify(df)
+    by_name = {c.name: c for c in cols}
+    bounds = dict(bounds or {})
+    categories = dict(categories or {})
+    for name, b in bounds.items():
+        if name not in by_name or by_name[name].kind == "cat":
+            raise InvalidParameterError(f"bounds given for {name!r}, which is not a numeric column")
+        by_name[name].bounds = check_bounds(b, f"bounds of {name!r}")
+    public_keys: dict[str, list[str]] = {}
+    for name, cats in categories.items():
+        if name not in by_name or by_name[name].kind != "cat":
+            raise InvalidParameterError(f"categories given for {name!r}, not a categorical column")
+        if isinstance(cats, str | bytes) or not isinstance(cats, Sequence) or not cats:
+            raise InvalidParameterError(f"categories of {name!r} must be a non-empty list")
+        labels = [str(v) for v in cats]
+        if len(set(labels)) != len(labels):
+            raise InvalidParameterError(f"categories of {name!r} contain duplicates")
+        by_name[name].labels = dict(zip(labels, cats, strict=True))
+        public_keys[name] = labels
+
+    if dlt == 0.0 and any(c.kind == "cat" and c.name not in public_keys for c in cols):
+        raise InvalidParameterError(
+            "delta must be > 0 unless every categorical column has public categories"
+        )
+
+    spend: dict[str, float] = {}
+    need_bounds = [c for c in cols if c.kind != "cat" and c.bounds is None]
+    eps_table = eps
+    if need_bounds:
+        eps_b = eps * _BOUNDS_SHARE / len(need_bounds)
+        for c in need_bounds:
+            vals = df[c.name].to_numpy(dtype=float, na_value=np.nan)
+            c.bounds, spent = _dp_bounds(c.name, vals[~np.isnan(vals)], eps_b)
+            spend[f"bounds:{c.name}"] = spent
+        eps_table = eps - math.fsum(spend.values())
+    for c in cols:
+        if c.kind != "cat":
+            c.edges = _numeric_edges(c, n_bins)
+
+    for c in cols:
+        if c.kind != "cat":
+            public_keys[c.name] = [f"b{i}" for i in range(len(c.edges) - 1)]
+    all_public = all(c.name in public_keys for c in cols)
+    dlt_table = 0.0 if all_public else dlt
+    measure = dp.max_divergence() if all_public else dp.approximate(dp.max_divergence())
+    d_out: Any = eps_table if all_public else (eps_table, dlt_table)
+    algorithm = SafeMST() if method == "mst" else dp.mbi.AIM()
+    try:
+        meas, _, _ = dp.mbi.make_contingency_table(
+            _domain(cols), dp.symmetric_distance(), measure,
+            d_in=D_IN,  # type: ignore[arg-type]  # an int is the SymmetricDistance bound
+            d_out=d_out, keys=public_keys, algorithm=algorithm,
+        )
+    except (dp.OpenDPException, ValueError) as exc:
+        raise SyntheticDataError(f"cannot build the {method} model: {exc}") from None
+    spent_table = meas.map(D_IN)
+    eps_t, dlt_t = spent_table if isinstance(spent_table, tuple) else (spent_table, 0.0)
+    spend["model"] = float(eps_t)
+
+    real = _to_polars(df, cols)
+    table = meas(real.lazy())
+    frame = _sample(table, cols, rows, seed)
+    total_eps = math.fsum(spend.values())
+    fidelity = _fidelity(df, frame, cols, total_eps, float(dlt_t), method, rows, spend)
+    spend["seconds"] = round(time.perf_counter() - t0, 3)
+    return SyntheticView(frame, total_eps, float(dlt_t), method, fidelity)
+
+
+def _sample(table: Any, cols: list[_Col], rows: int, seed: int | None) -> pd.DataFrame:
+    """Draw bin indices from the model, then un-bin, fix stray nulls and shuffle."""
+    rng = np.random.default_rng(seed)
+    state = np.random.get_state()  # mbi samples with numpy's global generator
+    try:
+        np.random.seed(int(rng.integers(2**32 - 1)))
+        # "sample" (i.i.d.), not "round": round stratifies siblings by the same row ranks, which
+        # makes columns sharing a parent spuriously comonotone
+        idx = table.model.synthetic_data(rows, method="sample").df
+    finally:
+        np.random.set_state(state)
+    out: dict[str, Any] = {}
+    for c in cols:
+        keys = table.keys[c.name]
+        null_at = keys.is_null().arg_true().to_list()
+        null_idx = null_at[0] if null_at else -1
+        ix = idx[c.name].to_numpy().astype(np.int64)
+        is_null = ix == null_idx
+        # stray nulls: a null cell whose model mass is within noise of zero is an artefact
+        if is_null.any() and _null_is_noise(table, c.name, null_idx):
+            fill = ix[~is_null]
+            if fill.size:
+                ix = ix.copy()
+                ix[is_null] = rng.choice(fill, size=int(is_null.sum()))
+                is_null = np.zeros_like(is_null)
+        out[c.name] = _unbin(c, ix, is_null, keys, rng)
+    frame = pd.DataFrame(out)
+    return frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
+
+
+def _null_is_noise(table: Any, name: str, null_idx: int) -> bool:
+    counts = np.asarray(table.project([name]), dtype=float).ravel()
+    total = max(counts.sum(), 1.0)
+    try:
+        std = float(table.std([name]))
+    except ValueError:
+        std = 0.01 * total
+    return bool(counts[null_idx] <= 4.0 * std or counts[null_idx] / total < 1e-4)
+
+
+def _unbin(
+    c: _Col, ix: np.ndarray, is_null: np.ndarray, keys: Any, rng: np.random.Generator
+) -> Any:
+    safe = np.where(is_null, 0, ix)
+    if c.kind == "cat":
+        labels = keys.to_list()
+        vals = [
+            None if n else labels[i] for i, n in zip(safe.tolist(), is_null.tolist(), strict=True)
+        ]
+        if c.labels:
+            vals = [None if v is None else c.labels.get(v, v) for v in vals]
+        elif pd.api.types.is_bool_dtype(c.dtype):
+            vals = [None if v is None else v == "True" for v in vals]
+        s = pd.Series(vals, dtype=object)
+        if isinstance(c.dtype, pd.CategoricalDtype):
+            return s.astype(c.dtype)
+        if pd.api.types.is_bool_dtype(c.dtype):
+            return s.astype("boolean") if is_null.any() else s.astype(bool)
+        return s.astype(c.dtype) if not pd.api.types.is_object_dtype(c.dtype) else s
+    codes = keys.to_list()
+    bins = np.array([int(codes[i][1:]) if codes[i] else 0 for i in safe], dtype=np.int64)
+    e = np.asarray(c.edges)
+    width = e[bins + 1] - e[bins]
+    if c.kind == "int":
+        vals_i = e[bins] + np.floor(rng.random(len(bins)) * width)
+        res = pd.Series(np.clip(vals_i, e[0], e[-1] - 1).astype(np.int64))
+        if is_null.any():
+            return res.astype("Int64").mask(is_null)
+        return res.astype(c.dtype)
+    vals_f = np.clip(e[bins] + rng.random(len(bins)) * width, e[0], e[-1])
+    vals_f[is_null] = np.nan
+    return pd.Series(vals_f).astype(c.dtype if pd.api.types.is_float_dtype(c.dtype) else float)
+
+
+def _codes(s: pd.Series, c: _Col) -> np.ndarray:
+    """Bin codes shared by real and synthetic data for fidelity (-1 = null or unseen)."""
+    if c.kind == "cat":
+        str_vals = pd.Series([None if _isna(v) else str(v) for v in s.tolist()], dtype=object)
+        cats = pd.Categorical(str_vals, categories=sorted(set(str_vals.dropna())))
+        return np.asarray(cats.codes, dtype=np.int64)
+    arr = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    codes = _bin_index(np.nan_to_num(arr), c.edges)
+    return np.where(np.isnan(arr), -1, codes).astype(np.int64)
+
+
+def _tv(a: np.ndarray, b: np.ndarray) -> float:
+    pa = pd.Series(a).value_counts(normalize=True)
+    pb = pd.Series(b).value_counts(normalize=True)
+    joined = pd.concat([pa, pb], axis=1).fillna(0.0)
+    return float(0.5 * np.abs(joined.iloc[:, 0] - joined.iloc[:, 1]).sum())
+
+
+def _fidelity(
+    real: pd.DataFrame, syn: pd.DataFrame, cols: list[_Col], eps: float, delta: float,
+    method: str, rows: int, spend: dict[str, float],
+) -> FidelityReport:
+    rc, sc = {}, {}
+    for c in cols:
+        if c.kind == "cat":  # shared category codes over the union of values
+            both = pd.concat([real[c.name], syn[c.name]], ignore_index=True)
+            codes = _codes(both, c)
+            rc[c.name], sc[c.name] = codes[: len(real)], codes[len(real) :]
+        else:
+            rc[c.name], sc[c.name] = _codes(real[c.name], c), _codes(syn[c.name], c)
+    one = {c.name: _tv(rc[c.name], sc[c.name]) for c in cols}
+    pairs = {}
+    for a, b in combinations([c.name for c in cols], 2):
+        ra = rc[a] * (int(max(rc[b].max(initial=0), sc[b].max(initial=0))) + 2) + rc[b]
+        sa = sc[a] * (int(max(rc[b].max(initial=0), sc[b].max(initial=0))) + 2) + sc[b]
+        pairs[f"{a}|{b}"] = _tv(ra, sa)
+    return FidelityReport(one, pairs, eps, delta, method, rows, dict(spend))
