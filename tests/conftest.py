@@ -20,7 +20,7 @@ class LiveServer:
     platform: object
     admin_token: str
 
-    def client(self, token: str | None = None):  # noqa: ANN201
+    def client(self, token: str | None = None):
         from veil.sdk.client import Client
 
         return Client(self.url, token)

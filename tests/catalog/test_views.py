@@ -130,29 +130,47 @@ def test_sample_argument_checks() -> None:
         SampleViewBuilder(rows=3).build(Schema())
 
 
-def test_registry_and_synthetic_extension_point() -> None:
-    assert {"mock", "sample"} <= set(VIEW_BUILDERS)
-    assert "synthetic" not in VIEW_BUILDERS
-    with pytest.raises(ViewUnavailable, match="synthetic"):
-        make_view_builder("synthetic", epsilon=1.0, delta=0.0, rows=10)
+def test_registry_and_extension_point() -> None:
+    assert {"mock", "sample", "synthetic"} <= set(VIEW_BUILDERS)
+    with pytest.raises(ViewUnavailable, match="holographic"):
+        make_view_builder("holographic")
     policy = parse_policy("[views.synthetic]\nepsilon = 1.0", format="toml")
-    with pytest.raises(ViewUnavailable):
-        view_builders_for(policy)
+    assert [b.name for b in view_builders_for(policy, seed=1)] == ["mock", "synthetic"]
     with pytest.raises(CatalogError, match="already registered"):
         register_view_builder("mock", MockViewBuilder)
 
     calls: list[dict[str, object]] = []
 
-    def fake_synthetic(**params: object) -> ViewBuilder:
+    def fake(**params: object) -> ViewBuilder:
         calls.append(params)
         return MockViewBuilder(rows=5)
 
-    register_view_builder("synthetic", fake_synthetic)
+    register_view_builder("holographic", fake)
     try:
-        names = [b.name for b in view_builders_for(policy, seed=1)]
-        assert names == ["mock", "mock"] and calls[0]["epsilon"] == 1.0
+        assert make_view_builder("holographic", rows=3).name == "mock" and calls == [{"rows": 3}]
     finally:
-        del VIEW_BUILDERS["synthetic"]
+        del VIEW_BUILDERS["holographic"]
+
+
+def test_synthetic_view_is_fitted_with_dp_and_keeps_the_schema() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    frame = pa.table({"age": rng.integers(18, 90, 600),
+                      "region": rng.choice(["n", "s", "e"], 600),
+                      "cost": rng.gamma(2.0, 100.0, 600)})
+    builder = make_view_builder("synthetic", epsilon=1.0, delta=1e-6, rows=200, seed=5)
+    for batch in frame.to_batches(max_chunksize=128):
+        builder.observe(batch)
+    schema = Schema.model_validate({"columns": [
+        {"name": "age", "type": "int", "nullable": False},
+        {"name": "region", "type": "category", "nullable": False},
+        {"name": "cost", "type": "float", "nullable": False}]})
+    view = builder.build(schema)
+    assert list(view.columns) == ["age", "region", "cost"] and len(view) == 200
+    assert set(view["region"]) <= {"n", "s", "e"}
+    report = builder.report  # type: ignore[attr-defined]
+    assert report.epsilon <= 1.0 and set(report.columns) == {"age", "region", "cost"}
 
 
 def test_view_builders_for_policy() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import httpx
@@ -45,10 +46,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
         "other_consumer": w.outsider.token,
     }
     yield server, tokens, ds, job
-    try:
+    with contextlib.suppress(StopIteration):
         next(gen)
-    except StopIteration:
-        pass
 
 
 def call(server, token: str | None, method: str, path: str, **kw) -> int:
@@ -97,7 +96,7 @@ def test_endpoint_by_role(setup, template, method, body, expected) -> None:
 
 
 def test_no_route_returns_raw_data(setup) -> None:
-    server, tokens, _, _ = setup
+    server, _tokens, _, _ = setup
     spec = httpx.get(server.url + "/openapi.json").json()
     paths = " ".join(spec["paths"])
     assert "/raw" not in paths and "/download" not in paths

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
@@ -62,10 +60,10 @@ def test_other_dataset_files_are_invisible(world) -> None:
     blobs = home_file(world, "blobs")
     job = run(world, f"import os\nos.listdir({blobs!r})")
     assert job["state"] == "failed" and job["result"]["error_type"] == "FileNotFoundError"
-    job = run(world, "import os\nassert os.listdir('/inputs') == ['hospital__visits.parquet', "
+    job = run(world, "import os\nassert os.listdir('/inputs') == ['hospital__visits.enc', "
                      "'inputs.json'] or sorted(os.listdir('/inputs')) == "
-                     "['hospital__visits.parquet', 'inputs.json']\n"
-                     "open('/inputs/insurer__claims.parquet')")
+                     "['hospital__visits.enc', 'inputs.json']\n"
+                     "open('/inputs/insurer__claims.enc')")
     assert job["state"] == "failed" and job["result"]["error_type"] == "FileNotFoundError"
 
 

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.cleanroom.helpers import (
     FINAL,
@@ -56,3 +57,21 @@ def test_full_two_stage_flow(live_server, tmp_path: Path) -> None:
     states = [t["to"] for t in w.researcher.job(job["id"])["transitions"]]
     assert states == ["submitted", "pending_approval", "approved", "running", "output_review",
                       "released"]
+
+
+@pytest.mark.slow
+def test_synthetic_view_shows_consumers_only_its_dp_cost(live_server, tmp_path: Path) -> None:
+    from tests.cleanroom.helpers import policy
+
+    w = make_world(live_server)
+    path = tmp_path / "v.csv"
+    path.write_text(visits_csv(400))
+    doc = policy() + ("\n[views.synthetic]\nepsilon = 1.0\nrows = 300\n"
+                      "bounds = { patient_id = [0, 500], cost = [0, 600] }\n")
+    w.hospital.upload("visits", path, policy=doc, policy_format="toml")
+    kind, data = w.researcher.view("hospital/visits")
+    assert kind == "synthetic" and len(pd.read_parquet(io.BytesIO(data))) == 300
+    consumer_info = w.researcher.dataset("hospital/visits")["view_info"]["synthetic"]
+    assert consumer_info["dp"]["epsilon"] <= 1.0 and "fidelity" not in consumer_info
+    owner_info = w.hospital.dataset("hospital/visits")["view_info"]["synthetic"]
+    assert set(owner_info["fidelity"]["columns"]) == {"patient_id", "region", "cost"}

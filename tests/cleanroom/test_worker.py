@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -13,15 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cleanroom.helpers import FINAL, make_world, notebook, upload_csv, visits_csv, wait
-from veil.jobs.lifecycle import ALLOWED, FINAL as FINAL_STATES, IllegalTransition, State
+from tests.cleanroom.helpers import FINAL, make_world, upload_csv, visits_csv, wait
+from veil.jobs.lifecycle import ALLOWED, IllegalTransition, State
+from veil.jobs.lifecycle import FINAL as FINAL_STATES
 
 
 def test_transition_table_is_closed() -> None:
-    assert FINAL_STATES == {State.RELEASED, State.REJECTED, State.FAILED, State.CANCELLED}
+    assert {State.RELEASED, State.REJECTED, State.FAILED, State.CANCELLED} == FINAL_STATES
     happy = [State.SUBMITTED, State.PENDING_APPROVAL, State.APPROVED, State.RUNNING,
              State.OUTPUT_REVIEW, State.RELEASED]
-    for a, b in zip(happy, happy[1:], strict=False):
+    for a, b in itertools.pairwise(happy):
         assert b in ALLOWED[a]
     assert State.RUNNING not in ALLOWED[State.PENDING_APPROVAL]
     assert State.RELEASED not in ALLOWED[State.RUNNING]

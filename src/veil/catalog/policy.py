@@ -19,6 +19,7 @@ from veil.privacy.accounting import BudgetPolicy
 
 __all__ = [
     "ApprovalSpec",
+    "AttestationSpec",
     "ColumnSpec",
     "DatasetPolicy",
     "MockViewSpec",
@@ -92,6 +93,9 @@ class SyntheticViewSpec(_Strict):
     epsilon: float = Field(gt=0.0)
     delta: float = Field(default=0.0, ge=0.0, lt=1.0)
     rows: int = Field(default=1000, ge=1, le=1_000_000)
+    # Public bounds for numeric columns; the others get DP-chosen bounds (part of epsilon).
+    bounds: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=dict)
 
 
 class ViewsSpec(_Strict):
@@ -124,6 +128,30 @@ class SchemaSpec(_Strict):
         return self
 
 
+class AttestationSpec(_Strict):
+    """When the key broker may release this dataset's key to a secure-stage run.
+
+    Mirrors ``veil.tee.broker.KeyPolicy`` field for field (catalog may not import tee; the
+    platform converts). Without this section the default admits the local sandbox's
+    software-TPM evidence (status ``warning``); ``require_hardware_backed = true`` can never be
+    met by a local backend.
+    """
+
+    allowed_backends: list[str] = Field(default_factory=lambda: ["local-sandbox"], min_length=1)
+    required_status: Literal["affirming", "warning"] = "warning"
+    require_hardware_backed: bool = False
+    allow_debug: bool = True
+    max_token_age_s: int = Field(default=300, gt=0, le=3600)
+
+    @field_validator("allowed_backends")
+    @classmethod
+    def _backends(cls, v: list[str]) -> list[str]:
+        for b in v:
+            if not _BACKEND.match(b):
+                raise ValueError("backend names are lowercase letters, digits and '-'")
+        return _unique(v, "attestation.allowed_backends")
+
+
 class DatasetPolicy(_Strict):
     """Who may use a dataset, how jobs are approved, and which outputs/views are allowed."""
 
@@ -136,6 +164,7 @@ class DatasetPolicy(_Strict):
     views: ViewsSpec = Field(default_factory=ViewsSpec)
     schema_spec: SchemaSpec | None = Field(default=None, alias="schema")
     budget: BudgetPolicy | None = None
+    attestation: AttestationSpec | None = None
 
     @field_validator("consumers")
     @classmethod

@@ -81,10 +81,10 @@ class Catalog:
         key = f"datasets/{dataset.id}/data.enc"
         staged = self.blobs.staging_path(key)
         view_paths: list[tuple[Path, str]] = []
+        builders = view_builders_for(policy)
         try:
             result = ingest(source, filename=filename, max_bytes=max_bytes, dest=staged, dek=dek,
-                            context=_context(dataset.id, "data"),
-                            views=view_builders_for(policy), policy=policy)
+                            context=_context(dataset.id, "data"), views=builders, policy=policy)
             views: list[DatasetView] = []
             for kind, frame in result.views.items():
                 view_key = f"datasets/{dataset.id}/view-{kind}.enc"
@@ -94,7 +94,7 @@ class Catalog:
                     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), writer)
                 view_paths.append((view_staged, view_key))
                 views.append(DatasetView(dataset_id=dataset.id, kind=kind, rows=len(frame),
-                                         meta={}))
+                                         meta=_view_meta(builders, kind)))
         except BaseException:
             staged.unlink(missing_ok=True)
             for path, _ in view_paths:
@@ -108,13 +108,15 @@ class Catalog:
         dataset.rows = result.rows
         dataset.bytes_in = result.bytes_in
         dataset.content_digest = result.content_digest
+        dataset.stored_digest = result.stored_digest
         dataset.wrapped_key = self.keyring.kek(dataset.party_id).wrap(
             dek, context=_context(dataset.id, "data"))
         for view in views:
             session.add(view)
         audit.record(session, actor=caller.actor, action="dataset.uploaded", subject=dataset.id,
                      detail={"rows": result.rows, "digest": result.content_digest,
-                             "views": sorted(result.views)})
+                             "views": sorted(result.views),
+                             "dp_spent": {v.kind: v.meta["dp"] for v in views if "dp" in v.meta}})
         return dataset
 
     def discard_blobs(self, dataset_id: str) -> None:
@@ -177,6 +179,16 @@ class Catalog:
                 or dataset.party_id != caller.party_id:
             raise NotFound("no such dataset of yours")
         return dataset
+
+
+def _view_meta(builders: list[Any], kind: str) -> dict[str, Any]:
+    """A DP view's cost (public) and fidelity report (provider-only, see `public_view_meta`)."""
+    report = next((getattr(b, "report", None) for b in builders if b.name == kind), None)
+    return {} if report is None else {"dp": report.public_json(), "fidelity": report.to_json()}
+
+
+def public_view_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k != "fidelity"}
 
 
 def _policy(dataset: Dataset) -> DatasetPolicy:

@@ -3,10 +3,9 @@
 Builders are fed the same record batches as the encrypting writer (one pass over the upload)
 and keep bounded state, so a 10^7-row upload never sits in memory.
 
-Extension point: the ``synthetic`` view (DP synthetic data) is not built in. The privacy
-integration registers it with ``register_view_builder("synthetic", factory)``, where
-``factory(*, epsilon, delta, rows, seed=None)`` returns a :class:`ViewBuilder`; until then,
-asking for it raises :class:`ViewUnavailable` (fail closed, no weaker fallback).
+Extension point: further views register with ``register_view_builder(name, factory)``;
+``synthetic`` (DP synthetic data, ``veil.catalog.synthetic``) is registered lazily here.
+Asking for an unregistered view raises :class:`ViewUnavailable` (fail closed).
 """
 
 from __future__ import annotations
@@ -266,9 +265,16 @@ class SampleViewBuilder:
 
 ViewFactory = Callable[..., ViewBuilder]
 
+def _synthetic(**params: Any) -> ViewBuilder:
+    from veil.catalog.synthetic import SyntheticViewBuilder  # lazy: pulls in OpenDP + jax
+
+    return SyntheticViewBuilder(**params)
+
+
 VIEW_BUILDERS: dict[str, ViewFactory] = {
     "mock": MockViewBuilder,
     "sample": SampleViewBuilder,
+    "synthetic": _synthetic,
 }
 
 
@@ -314,7 +320,8 @@ def view_builders_for(
         spec = views.synthetic
         builders.append(
             make_view_builder(
-                "synthetic", epsilon=spec.epsilon, delta=spec.delta, rows=spec.rows, seed=seed
+                "synthetic", epsilon=spec.epsilon, delta=spec.delta, rows=spec.rows, seed=seed,
+                bounds={k: (v[0], v[1]) for k, v in spec.bounds.items()}
             )
         )
     return builders

@@ -56,6 +56,10 @@ rows = 1000
 [views.sample]
 publishable = true
 fraction = 0.05
+
+[budget]
+epsilon = 3.0
+rule = "basic"
 """
 
 INSURER_POLICY = """\
@@ -68,4 +72,12 @@ mode = "manual"
 
 [views.mock]
 rows = 1000
+
+[views.synthetic]
+epsilon = 1.0
+rows = 1000
+
+[budget]
+epsilon = 3.0
+rule = "basic"
 """

@@ -27,6 +27,7 @@ from veil.sdk.client import ApiError, Client
 
 NOTEBOOK = "analysis.ipynb"
 INPUTS = ("hospital/visits", "insurer/claims")
+OUTPUTS = ("claims_by_region", "matched_visits", "dp_mean_claim")
 
 
 class DemoFailed(RuntimeError):
@@ -105,20 +106,21 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
         for name in INPUTS:
             kind, data = researcher.view(name)
             seen[name] = (kind, len(pd.read_parquet(io.BytesIO(data))))
+            dp = researcher.dataset(name)["view_info"][kind].get("dp")
+            cost = f" (DP synthetic, epsilon {dp['epsilon']:.3g} {dp['method']})" if dp else ""
             console.print(f"stage 1: researcher sees [bold]{name}[/bold] as a "
-                          f"[cyan]{kind}[/cyan] view with {seen[name][1]:,} rows")
+                          f"[cyan]{kind}[/cyan] view with {seen[name][1]:,} rows{cost}")
         stage1 = _run_locally(work, url, researcher_token)
     with timings.phase("submit + approvals"):
         job = researcher.submit({NOTEBOOK: notebook}, entrypoint=NOTEBOOK, inputs=INPUTS,
-                                outputs=["claims_by_region", "matched_visits"])
+                                outputs=OUTPUTS)
         console.print(f"job {job['id']} submitted; bundle digest [bold]{job['digest']}[/bold]")
         for provider in (hospital, insurer):
             code = provider.bundle_file(job["id"], NOTEBOOK)
             from veil.jobs.bundle import make_bundle
 
             local = make_bundle({NOTEBOOK: code}, entrypoint=NOTEBOOK, inputs=INPUTS,
-                                outputs=["claims_by_region", "matched_visits"],
-                                runtime=job["runtime"]).digest
+                                outputs=OUTPUTS, runtime=job["runtime"]).digest
             if local != job["digest"]:
                 raise DemoFailed("the reviewed bundle does not match the job's digest")
             approved = provider.approve(job["id"], local)
@@ -130,6 +132,9 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
                     timeout_s)
         if job["state"] == "failed":
             raise DemoFailed(f"the secure run failed: {job['reason']}")
+    attestation = (job.get("result") or {}).get("attestation") or {}
+    if "overhead_s" in attestation:  # measured by the worker inside the run above
+        timings.phases.append(("  of which attest + key release", attestation["overhead_s"]))
     with timings.phase("output review"):
         for output in job["outputs"]:
             if output["status"] == "pending_review":
@@ -139,16 +144,60 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
             raise DemoFailed(f"job ended {job['state']}: {job['reason']}")
     with timings.phase("download"):
         released = {o["name"]: o for o in job["outputs"]}
-        stage2 = {name: _decode(o["kind"], researcher.output(job["id"], name))
-                  for name, o in released.items() if o["status"] == "released"}
+        raw = {name: researcher.output(job["id"], name)
+               for name, o in released.items() if o["status"] == "released"}
+        stage2 = {name: _decode(released[name]["kind"], data) for name, data in raw.items()}
+    with timings.phase("verify attestation token"):
+        verified = _verify_token(url, researcher_token, job["id"], work, raw, notebook, console)
     _print_results(console, stage1, stage2, released)
-    if set(stage2) != {"claims_by_region", "matched_visits"}:
+    _print_budgets(console, researcher, stage2.get("dp_mean_claim"))
+    if set(stage2) != set(OUTPUTS):
         raise DemoFailed("not every output was released")
     if stage2["matched_visits"] == stage1.get("matched_visits"):
         raise DemoFailed("stage 2 returned the stage-1 result: it did not use the full data")
     return {"job": job["id"], "digest": job["digest"], "stage1_views": seen,
             "stage1": {k: _plain(v) for k, v in stage1.items()},
-            "stage2": {k: _plain(v) for k, v in stage2.items()}, "result": job["result"]}
+            "stage2": {k: _plain(v) for k, v in stage2.items()}, "result": job["result"],
+            "attestation": verified}
+
+
+def _verify_token(url: str, token: str, job_id: str, work: Path, raw: dict[str, bytes],
+                  notebook: bytes, console: Console) -> dict[str, Any]:
+    """What a consumer does with `veil attest verify`: only the JWKS is trusted."""
+    from veil.cli.attest import verify_token
+
+    headers = {"Authorization": f"Bearer {token}"}
+    doc = httpx.get(f"{url}/api/v1/jobs/{job_id}/attestation", headers=headers, timeout=30)
+    jwks = httpx.get(f"{url}/.well-known/jwks.json", timeout=30)
+    if doc.status_code != 200 or jwks.status_code != 200:
+        raise DemoFailed("the job's attestation token or the verifier's JWKS is unavailable")
+    body = doc.json()
+    folder = work / "stage2-outputs"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(body["manifest"]))
+    (work / "attestation.jwt").write_text(body["token"])
+    (work / "jwks.json").write_text(jwks.text)
+    for entry in body["manifest"]["outputs"]:
+        if entry["name"] in raw:
+            (folder / entry["file"]).write_bytes(raw[entry["name"]])
+    verdict = verify_token(body["token"], jwks.json(), bundle_files=[work / NOTEBOOK],
+                           outputs_dir=folder)
+    claims = verdict.claims
+    xv = claims.get("x-veil", {})
+    outputs_ok = all(ok for name, ok, _ in verdict.checks if name.startswith("output"))
+    summary = {"verified": verdict.ok, "issuer": claims.get("iss"),
+               "hwmodel": claims.get("hwmodel"), "dbgstat": claims.get("dbgstat"),
+               "ear.status": claims.get("ear.status"), "backend": xv.get("backend"),
+               "bundle_digest": claims.get("submods", {}).get("bundle", {}).get("digest"),
+               "output_hashes_ok": outputs_ok}
+    table = Table("claim", "value", title="final attestation token (verified against the JWKS)")
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    if not verdict.ok:
+        failed = "; ".join(f"{n}: {d}" for n, ok, d in verdict.checks if not ok)
+        raise DemoFailed(f"the attestation token did not verify: {failed}")
+    return summary
 
 
 def _run_locally(work: Path, url: str, token: str) -> dict[str, Any]:
@@ -176,6 +225,18 @@ def _run_locally(work: Path, url: str, token: str) -> dict[str, Any]:
             for o in manifest["outputs"]}
 
 
+def _print_budgets(console: Console, researcher: Client, dp_result: Any) -> None:
+    if isinstance(dp_result, dict):
+        console.print(f"\nDP result released: mean claim ≈ {dp_result['value']:.2f} "
+                      f"({dp_result['mechanism']}, epsilon {dp_result['epsilon']:.3g}, "
+                      f"delta {dp_result['delta']:.3g})")
+    table = Table("dataset", "epsilon left", "of", "rule", title="privacy budget ledger")
+    for row in researcher.budgets():
+        table.add_row(row["dataset"], f"{row['epsilon_left']:.3g}",
+                      f"{row['epsilon_total']:.3g}", row["rule"])
+    console.print(table)
+
+
 def _decode(kind: str, data: bytes) -> Any:
     if kind == "table":
         return pd.read_parquet(io.BytesIO(data))
@@ -199,6 +260,9 @@ def _print_results(console: Console, stage1: dict[str, Any], stage2: dict[str, A
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, dict) and "mechanism" in value:  # a DP result
+        return (f"{value['value']:.2f}  ({value['mechanism']}, epsilon "
+                f"{value['epsilon']:.3g})")
     if isinstance(value, pd.DataFrame):
         return value.round(2).to_string(index=False)
     return "—" if value is None else str(value)

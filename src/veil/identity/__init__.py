@@ -111,7 +111,8 @@ def issue_token(session: Session, user: User, *, actor: str) -> str:
 
 def resolve(session: Session, token: str) -> Caller | None:
     row = session.execute(
-        select(ApiToken).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked.is_(False))
+        select(ApiToken).where(ApiToken.token_hash == hash_token(token),
+                               ApiToken.revoked.is_(False))
     ).scalar_one_or_none()
     if row is None:
         return None

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from veil import audit
 from veil.catalog.service import Catalog, policy_of
+from veil.jobs.launcher import AttestationServices, JobLaunch, LaunchError, plan_launch
 from veil.jobs.lifecycle import StaleState, State, transition
 from veil.jobs.service import load_bundle
 from veil.release import PENDING, Decision, InputRules, ManifestError, evaluate, ledger
@@ -44,6 +45,7 @@ class Worker:
     lease_s: float = 30.0
     max_attempts: int = 2
     worker_id: str = field(default_factory=lambda: "worker-" + secrets.token_hex(4))
+    attestation: AttestationServices | None = None
 
     # -- loop -------------------------------------------------------------------------------
     def run_forever(self, stop: threading.Event, poll_s: float = 0.5) -> None:
@@ -110,21 +112,34 @@ class Worker:
         stop_beat = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, stop_beat), daemon=True)
         try:
-            request, rules = self._prepare(job_id, workdir)
+            request, rules, launch = self._prepare(job_id, workdir)
             beat.start()
-            result = self.backend.run(request)
-            shutil.rmtree(request.inputs_dir, ignore_errors=True)  # plaintext gone at once
+            # The workload gets its keys only from the attested key agent of this launch.
+            with launch:
+                env, binds = launch.sandbox_wiring()
+                request = replace(request, env={**request.env, **env},
+                                  extra_rw_binds=[*request.extra_rw_binds, *binds])
+                result = self.backend.run(request)
+                shutil.rmtree(request.inputs_dir, ignore_errors=True)
+                final = launch.final_attestation(request.outputs_dir) if result.ok else None
             stop_beat.set()
-            if not result.ok:
-                self._fail(job_id, result.reason or "the notebook failed",
+            if final is None:
+                self._fail(job_id, launch.denial_reason() or result.reason
+                           or "the notebook failed",
                            {"error_type": result.error_type, "cell": result.cell,
                             "duration_s": round(result.duration_s, 3),
-                            "backend": result.backend, "insecure": result.insecure})
+                            "backend": result.backend, "insecure": result.insecure,
+                            "attestation": {k: round(v, 4) for k, v in launch.timing.items()}})
                 return
+            token, manifest, summary = final
             self._release(job_id, request.outputs_dir, rules, {
                 "duration_s": round(result.duration_s, 3),
                 "sandbox_start_s": result.sandbox_start_s,
-                "backend": result.backend, "insecure": result.insecure})
+                "backend": result.backend, "insecure": result.insecure,
+                "attestation": summary}, attestation=(token, manifest))
+        except LaunchError as exc:  # measured, data-free messages
+            log.warning("job %s: %s", job_id, exc)
+            self._fail(job_id, str(exc), {})
         except Exception as exc:  # fail the job, never the worker
             log.exception("job %s failed in the worker", job_id)
             self._fail(job_id, f"worker error: {type(exc).__name__}", {})
@@ -132,7 +147,8 @@ class Worker:
             stop_beat.set()
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _prepare(self, job_id: str, workdir: Path) -> tuple[SandboxRequest, list[InputRules]]:
+    def _prepare(self, job_id: str, workdir: Path
+                 ) -> tuple[SandboxRequest, list[InputRules], JobLaunch]:
         shutil.rmtree(workdir, ignore_errors=True)
         bundle_dir, inputs_dir, outputs_dir = (workdir / "bundle", workdir / "inputs",
                                                workdir / "outputs")
@@ -144,26 +160,28 @@ class Worker:
             bundle = load_bundle(self.catalog, job)
             for name, data in bundle.files.items():
                 (bundle_dir / name).write_bytes(data)
-            index: dict[str, str] = {}
-            rules: list[InputRules] = []
-            for inp in job.inputs:
-                dataset = inp.dataset
-                file_name = f"{dataset.party.name}__{dataset.name}.parquet"
-                self.catalog.load_full(dataset).to_parquet(inputs_dir / file_name, index=False)
-                index[dataset.full_name] = file_name
-                rules.append(InputRules(dataset.id, dataset.full_name,
-                                        policy_of(dataset).min_group_size))
+            if self.attestation is None:
+                raise LaunchError("no attestation services configured; refusing to run")
+            rules = [InputRules(inp.dataset.id, inp.dataset.full_name,
+                                policy_of(inp.dataset).min_group_size) for inp in job.inputs]
+            # Only ciphertext is staged; keys come from the broker inside the sandbox.
+            launch, index = plan_launch(
+                self.attestation, self.db, self.catalog, session, job, inputs_dir,
+                backend=self.backend.name,
+                backend_config={"name": self.backend.name, "insecure": job.insecure,
+                                "limits": asdict(self.limits)})
             (inputs_dir / "inputs.json").write_text(json.dumps(index))
             audit.record(session, actor=f"system:{self.worker_id}", action="job.inputs_prepared",
-                         subject=job_id, detail={"inputs": sorted(index)})
+                         subject=job_id, detail={"inputs": sorted(index["datasets"])})
             entrypoint = job.entrypoint
         request = SandboxRequest(bundle_dir=bundle_dir, entrypoint=entrypoint,
                                  inputs_dir=inputs_dir, outputs_dir=outputs_dir,
                                  limits=self.limits, env={"VEIL_JOB_ID": job_id})
-        return request, rules
+        return request, rules, launch
 
     def _release(self, job_id: str, outputs_dir: Path, rules: list[InputRules],
-                 result: dict[str, object]) -> None:
+                 result: dict[str, object],
+                 attestation: tuple[str, dict[str, object]] | None = None) -> None:
         try:
             decisions = evaluate(outputs_dir, rules, max_output_bytes=self.limits.output_bytes)
         except ManifestError as exc:
@@ -174,6 +192,8 @@ class Worker:
             assert job is not None
             if job.state != State.RUNNING.value or job.worker_id != self.worker_id:
                 return  # recovered by someone else meanwhile; their run wins
+            if attestation is not None:
+                job.attestation_token, job.output_manifest = attestation
             ledger.charge(session, job_id=job.id, party_id=job.party_id,
                           datasets=[inp.dataset for inp in job.inputs], decisions=decisions)
             for decision in decisions:

@@ -39,8 +39,9 @@ def charge(session: Session, *, job_id: str, party_id: str, datasets: Sequence[D
     pending = [d for d in decisions if d.status == TO_CHARGE]
     if not pending:
         return
-    budgets = {ds.id: _budget(ds) for ds in datasets}
-    unbudgeted = [ds.full_name for ds in datasets if budgets[ds.id] is None]
+    maybe = {ds.id: _budget(ds) for ds in datasets}
+    unbudgeted = [ds.full_name for ds in datasets if maybe[ds.id] is None]
+    budgets = {k: v for k, v in maybe.items() if v is not None}
     if unbudgeted:
         for decision in pending:
             decision.status = PENDING
@@ -51,7 +52,7 @@ def charge(session: Session, *, job_id: str, party_id: str, datasets: Sequence[D
     spent = {ds.id: _spent(session, ds, party_id, budgets[ds.id]) for ds in datasets}
     for decision in pending:
         cost = Budget(float(decision.meta["epsilon"]), float(decision.meta["delta"]))
-        verdicts = {ds.id: check_charge(budgets[ds.id], spent[ds.id], [cost],  # type: ignore[arg-type]
+        verdicts = {ds.id: check_charge(budgets[ds.id], spent[ds.id], [cost],
                                         subject=ds.full_name) for ds in datasets}
         refused = [(ds, verdicts[ds.id]) for ds in datasets if not verdicts[ds.id].allowed]
         if refused:

@@ -98,7 +98,8 @@ class Client:
     def submit(self, files: Mapping[str, bytes], *, entrypoint: str, inputs: Sequence[str],
                outputs: Sequence[str] = ()) -> dict[str, Any]:
         spec = {"entrypoint": entrypoint, "inputs": list(inputs), "outputs": list(outputs)}
-        multipart = [("spec", (None, json.dumps(spec), "application/json"))]
+        multipart: list[tuple[str, tuple[str | None, str | bytes, str]]] = [
+            ("spec", (None, json.dumps(spec), "application/json"))]
         multipart += [("files", (name, data, "application/octet-stream"))
                       for name, data in files.items()]
         return self._json("POST", "/jobs", files=multipart)

@@ -20,6 +20,7 @@ from veil.release.manifest import (
     EXTENSIONS,
     MANIFEST_NAME,
     OutputEntry,
+    OutputKind,
     OutputManifest,
     read_manifest,
 )
@@ -57,7 +58,8 @@ def publish(name: str, value: Any, *, count_column: str | None = None) -> Any:
     return value
 
 
-def _serialise(value: Any, count_column: str | None) -> tuple[str, bytes, dict[str, Any]]:
+def _serialise(value: Any,
+               count_column: str | None) -> tuple[OutputKind, bytes, dict[str, Any]]:
     import pandas as pd
 
     to_json = getattr(value, "to_json", None)

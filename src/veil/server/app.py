@@ -15,8 +15,9 @@ from veil.identity import Conflict, Forbidden, IdentityError, NotFound
 from veil.jobs.bundle import RUNTIME, BundleError
 from veil.jobs.lifecycle import IllegalTransition, StaleState
 from veil.jobs.service import JobError
+from veil.privacy.errors import PrivacyError
 from veil.server.platform import Platform
-from veil.server.routes import admin, budget, datasets, jobs
+from veil.server.routes import admin, attestation, budget, datasets, jobs
 
 log = logging.getLogger("veil.server")
 
@@ -31,6 +32,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (BundleError, 422),
     (JobError, 422),
     (IdentityError, 422),
+    (PrivacyError, 422),
 ]
 
 
@@ -44,8 +46,10 @@ def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
 
     app = FastAPI(title="Veil", version=__version__, lifespan=lifespan)
     app.state.platform = platform
-    for router in (admin.router, budget.router, datasets.router, jobs.router):
+    for router in (admin.router, attestation.router, budget.router, datasets.router,
+                   jobs.router):
         app.include_router(router, prefix="/api/v1")
+    app.include_router(attestation.public)
 
     for exc_type, status in _STATUS:
         app.add_exception_handler(exc_type, _handler(status))

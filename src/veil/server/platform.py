@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from veil.catalog.service import Catalog
 from veil.crypto.keyring import LocalKeyring
+from veil.jobs.launcher import AttestationServices
 from veil.jobs.worker import Worker
 from veil.settings import Settings
 from veil.store import BlobStore, Database, open_database
@@ -22,6 +23,7 @@ class Platform:
     settings: Settings
     db: Database
     catalog: Catalog
+    attestation: AttestationServices
     workers: list[Worker] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -31,7 +33,8 @@ class Platform:
         backend = backend_for("local-sandbox", insecure_dev=self.settings.insecure_dev)
         worker = Worker(self.db, self.catalog, backend, self.settings.run_dir,
                         limits=limits or SandboxLimits(), lease_s=self.settings.worker_lease_s,
-                        max_attempts=self.settings.max_attempts)
+                        max_attempts=self.settings.max_attempts,
+                        attestation=self.attestation)
         self.workers.append(worker)
         return worker
 
@@ -55,4 +58,5 @@ def create_platform(settings: Settings) -> Platform:
     settings.ensure_dirs()
     db = open_database(settings.db_url)
     catalog = Catalog(BlobStore(settings.blob_dir), LocalKeyring(settings.key_dir))
-    return Platform(settings, db, catalog)
+    attestation = AttestationServices.open(settings.home, insecure_dev=settings.insecure_dev)
+    return Platform(settings, db, catalog, attestation)

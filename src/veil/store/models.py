@@ -79,6 +79,8 @@ class Dataset(Base):
     rows: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     bytes_in: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     content_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    # SHA-256 of the ciphertext as stored: what the launcher measures as the job's input.
+    stored_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     party: Mapped[Party] = relationship()
@@ -116,9 +118,13 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The final attestation result (a JWT over the output manifest) and that manifest.
+    attestation_token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output_manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    inputs: Mapped[list[JobInput]] = relationship(back_populates="job", order_by="JobInput.position")
+    inputs: Mapped[list[JobInput]] = relationship(back_populates="job",
+                                                  order_by="JobInput.position")
     transitions: Mapped[list[JobTransition]] = relationship(order_by="JobTransition.at")
     approvals: Mapped[list[Approval]] = relationship()
     outputs: Mapped[list[Output]] = relationship(order_by="Output.name")

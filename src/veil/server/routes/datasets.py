@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from veil.catalog.errors import UploadTooLarge
 from veil.catalog.schema import Schema
+from veil.catalog.service import public_view_meta
 from veil.identity import Caller, Role
 from veil.server.deps import CallerDep, PlatformDep, SessionDep, require
 from veil.store.models import Dataset
@@ -37,6 +38,9 @@ def describe(dataset: Dataset, *, owner_view: bool) -> dict[str, Any]:
     info: dict[str, Any] = {
         "id": dataset.id, "name": dataset.full_name, "status": dataset.status,
         "rows": dataset.rows, "views": sorted(v.kind for v in dataset.views),
+        "view_info": {v.kind: {"rows": v.rows, **(v.meta if owner_view else
+                                                   public_view_meta(v.meta))}
+                      for v in dataset.views},
         "content_digest": dataset.content_digest,
         "schema": _public_schema(dataset.schema),
     }
@@ -115,10 +119,13 @@ class _BodyReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    async def _next_chunk(self) -> bytes:
+        return await self._stream.__anext__()
+
     def readinto(self, buffer: Any) -> int:
         while not self._pending and not self._done:
             try:
-                self._pending = anyio.from_thread.run(self._stream.__anext__, token=self._token)
+                self._pending = anyio.from_thread.run(self._next_chunk, token=self._token)
             except StopAsyncIteration:
                 self._done = True
             self._seen += len(self._pending)
