@@ -85,6 +85,7 @@ class Verifier:
         insecure_keys: Iterable[Ed25519PublicKey] = (),
         allow_insecure: bool = False,
         token_ttl_s: int = 300,
+        final_token_ttl_s: int = 30 * 86400,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not 0 < token_ttl_s <= 600:
@@ -96,6 +97,9 @@ class Verifier:
         self._aks = {key_id(k): k for k in trusted_aks}
         self._insecure = {key_id(k): k for k in insecure_keys} if allow_insecure else {}
         self._ttl = token_ttl_s
+        # A key-release result is spent within seconds; the token over a run's outputs is what
+        # a consumer keeps and verifies offline later, so it lives longer.
+        self._final_ttl = final_token_ttl_s
         self._clock = clock
 
     def jwks(self) -> dict[str, Any]:
@@ -172,7 +176,7 @@ class Verifier:
             "iss": self.issuer,
             "iat": now,
             "nbf": now,
-            "exp": now + self._ttl,
+            "exp": now + (self._final_ttl if phase == "final" else self._ttl),
             "jti": secrets.token_urlsafe(16),
             "eat_profile": EAT_PROFILE,
             "eat_nonce": nonce,
