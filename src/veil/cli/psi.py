@@ -1,6 +1,8 @@
-"""`veil psi ...`: DPCA-PSI from the command line."""
+"""`veil psi ...`: DPCA-PSI from the command line (keygen, run, reveal, tau)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -9,3 +11,139 @@ from veil.cli.psi_tau import tau
 app = typer.Typer(help="DPCA-PSI: multi-ID private set intersection with DP and secret shares.",
                   no_args_is_help=True)
 app.command("tau")(tau)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=1)
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise _fail(f"expected HOST:PORT, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+@app.command()
+def keygen(
+    out: Path | None = typer.Option(None, "--out", help="directory (default $VEIL_HOME/psi)"),
+    name: str = typer.Option("identity", "--name"),
+) -> None:
+    """Create this party's TLS certificate and key; print the fingerprint to give the peer."""
+    from veil.psi.budget import veil_home
+    from veil.psi.transport import generate_identity
+
+    ident, fp = generate_identity(out or veil_home() / "psi", name)
+    typer.echo(f"certificate: {ident.cert}\nkey: {ident.key}\nfingerprint: {fp}")
+
+
+@app.command()
+def run(
+    role: str = typer.Option(..., "--role", help="sender or receiver"),
+    listen: str | None = typer.Option(None, "--listen", help="HOST:PORT to listen on"),
+    connect: str | None = typer.Option(None, "--connect", help="HOST:PORT to connect to"),
+    input_file: Path = typer.Option(..., "--input", help="CSV or Parquet file"),
+    ids: str = typer.Option(..., "--ids", help="ID columns in priority order, e.g. email,phone"),
+    features: str | None = typer.Option(None, "--features", help="uint64 feature columns"),
+    zero_column: str | None = typer.Option(None, "--zero-column",
+                                           help="feature set to 0 on dummy rows"),
+    epsilon: float = typer.Option(2.0, "--epsilon"),
+    queries: int = typer.Option(10, "--queries", help="runs allowed (T)"),
+    delta: float | None = typer.Option(None, "--delta", help="default 1/(10N)"),
+    min_tau: int | None = typer.Option(None, "--min-tau", help="raise tau to at least this"),
+    no_dp: bool = typer.Option(False, "--no-dp", help="plain multi-ID PSI without dummies"),
+    group: str = typer.Option("ristretto255", "--group", help="ristretto255 or p256"),
+    paillier_bits: int = typer.Option(2048, "--paillier-bits"),
+    output: Path = typer.Option(..., "--output", help="CSV of this party's shares"),
+    cert: Path | None = typer.Option(None, "--cert", help="own certificate (default: keygen's)"),
+    key: Path | None = typer.Option(None, "--key", help="own key (default: keygen's)"),
+    peer_cert: Path = typer.Option(..., "--peer-cert", help="the peer's pinned certificate"),
+    peer_fingerprint: str | None = typer.Option(None, "--peer-fingerprint"),
+    dataset: str | None = typer.Option(None, "--dataset", help="budget key (default: input path)"),
+    timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for the peer"),
+) -> None:
+    """Run one DPCA-PSI session with a peer; write shares only if the whole run succeeds."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+    from veil.psi.budget import veil_home
+    from veil.psi.errors import PsiError
+    from veil.psi.inputs import read_party_data, write_shares
+    from veil.psi.runtime import run_party
+    from veil.psi.session import PsiConfig, PsiParty
+    from veil.psi.transport import Identity, Listener
+    from veil.psi.transport import connect as tls_connect
+
+    if role not in ("sender", "receiver"):
+        raise _fail("--role must be sender or receiver")
+    if (listen is None) == (connect is None):
+        raise _fail("give exactly one of --listen or --connect")
+    feats = _split(features)
+    zc = None
+    if zero_column is not None:
+        if zero_column not in feats:
+            raise _fail("--zero-column must be one of --features")
+        zc = feats.index(zero_column)
+    home = veil_home() / "psi"
+    me = Identity(cert or home / "identity.crt", key or home / "identity.key")
+    console = Console(stderr=True)
+    try:
+        data = read_party_data(input_file, _split(ids), feats)
+        config = PsiConfig(
+            role=role,  # type: ignore[arg-type]
+            group=group, input_dp=not no_dp, epsilon=epsilon, queries=queries, delta=delta,
+            min_tau=min_tau or 0, zero_column=zc, paillier_bits=paillier_bits)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            tasks: dict[str, TaskID] = {}
+
+            def on_phase(phase: str) -> None:
+                for t in tasks.values():
+                    progress.update(t, total=1, completed=1)
+                if phase != "done":
+                    tasks[phase] = progress.add_task(phase, total=None)
+
+            party = PsiParty(config, data, progress=on_phase)
+            if listen is not None:
+                host, port = _hostport(listen)
+                listener = Listener(host, port, me, peer_cert)
+                try:
+                    channel = listener.accept(peer_fingerprint=peer_fingerprint, timeout=timeout,
+                                              accept_timeout=timeout)
+                finally:
+                    listener.close()
+            else:
+                host, port = _hostport(connect or "")
+                channel = tls_connect(host, port, me, peer_cert,
+                                      peer_fingerprint=peer_fingerprint, timeout=timeout)
+            result = run_party(party, channel, dataset=dataset or str(input_file.resolve()))
+        write_shares(output, result.share_names, result.shares)
+    except PsiError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"tau: {result.tau}")
+    typer.echo(f"round sizes: {' '.join(map(str, result.round_sizes))}")
+    typer.echo(f"intersection size (noisy): {result.intersection_size}")
+    typer.echo(f"shares written to {output}")
+
+
+@app.command()
+def reveal(
+    a: Path = typer.Argument(..., help="one party's share CSV"),
+    b: Path = typer.Argument(..., help="the other party's share CSV"),
+) -> None:
+    """Reconstruct two share files and print the intersection statistics."""
+    from veil.psi.errors import PsiError
+    from veil.psi.inputs import reveal as reveal_shares
+
+    try:
+        size, sums = reveal_shares(a, b)
+    except PsiError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"intersection size: {size}")
+    for name, total in sums.items():
+        typer.echo(f"sum {name}: {total}")

@@ -1,0 +1,70 @@
+"""Per-counterparty, per-dataset query budget (T runs), persisted under $VEIL_HOME/psi/budget.json.
+
+A run is charged before any protocol data is sent, and stays charged even if the run then fails:
+the peer may already have learned something, so failing closed means counting it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from veil.psi.errors import BudgetExceeded, PsiError
+
+
+def veil_home() -> Path:
+    return Path(os.environ.get("VEIL_HOME") or Path.home() / ".veil")
+
+
+class QueryBudget:
+    """Counts spent runs per (counterparty fingerprint, dataset); writes are atomic and locked."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or veil_home() / "psi" / "budget.json"
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"version": 1, "entries": {}}
+        try:
+            data = json.loads(self.path.read_text())
+            if not isinstance(data.get("entries"), dict):
+                raise ValueError("no entries")
+            return data
+        except (ValueError, OSError) as exc:
+            raise PsiError(
+                f"budget file {self.path} is unreadable; refusing to run: {exc}") from None
+
+    @staticmethod
+    def _key(counterparty: str, dataset: str) -> str:
+        return f"{counterparty}|{dataset}"
+
+    def spent(self, counterparty: str, dataset: str) -> int:
+        entry = self._load()["entries"].get(self._key(counterparty, dataset), {})
+        return int(entry.get("spent", 0))
+
+    def charge(self, counterparty: str, dataset: str, limit: int) -> int:
+        """Spend one run of `limit`; BudgetExceeded (nothing written) if all are spent."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._load()
+            key = self._key(counterparty, dataset)
+            entry = data["entries"].setdefault(key, {"spent": 0})
+            spent = int(entry["spent"])
+            if spent >= limit:
+                raise BudgetExceeded(
+                    f"query budget exhausted: {spent} of {limit} runs already spent for this "
+                    "counterparty and dataset")
+            entry["spent"] = spent + 1
+            entry["limit"] = limit
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".budget-")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            return spent + 1

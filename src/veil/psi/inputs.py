@@ -1,0 +1,155 @@
+"""Reading a party's table and identifier hygiene (spec §11.2 preconditions).
+
+Emails are trimmed and lower-cased, phone numbers reduced to digits (a leading + or 00 kept as
++), other IDs trimmed. Empty IDs become b"" (the session replaces them with random
+placeholders that match nothing). Duplicate IDs within a column are refused: they would let one
+record mark several of the other's rows and break the protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from veil.psi.errors import InputError
+from veil.psi.session import PartyData
+
+_NON_DIGIT = re.compile(r"\D")
+
+
+def normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+def normalise_phone(value: str) -> str:
+    v = value.strip()
+    plus = v.startswith("+") or v.startswith("00")
+    digits = _NON_DIGIT.sub("", v)
+    if v.startswith("00"):
+        digits = digits[2:]
+    return ("+" + digits) if plus and digits else digits
+
+
+def _normaliser(column: str) -> str:
+    name = column.lower()
+    if "mail" in name:
+        return "email"
+    if any(t in name for t in ("phone", "mobile", "tel")):
+        return "phone"
+    return "plain"
+
+
+def normalise_ids(column: str, values: Sequence[object]) -> list[bytes]:
+    """Normalise one ID column; refuses duplicates (the message names the column, not values)."""
+    kind = _normaliser(column)
+    out: list[bytes] = []
+    for v in values:
+        s = "" if v is None else str(v)
+        if kind == "email":
+            s = normalise_email(s)
+        elif kind == "phone":
+            s = normalise_phone(s)
+        else:
+            s = s.strip()
+        out.append(s.encode())
+    present = [v for v in out if v]
+    dupes = len(present) - len(set(present))
+    if dupes:
+        raise InputError(f"ID column {column!r} has {dupes} duplicate value(s) after normalisation")
+    return out
+
+
+def read_party_data(path: Path, ids: Sequence[str], features: Sequence[str]) -> PartyData:
+    """Read only the needed columns of a CSV or Parquet file into PartyData."""
+    import pyarrow as pa
+
+    if not ids:
+        raise InputError("at least one ID column is required")
+    wanted = [*ids, *features]
+    if len(set(wanted)) != len(wanted):
+        raise InputError("a column is listed twice in --ids/--features")
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path, columns=wanted)
+        else:
+            from pyarrow import csv
+
+            table = csv.read_csv(
+                path,
+                convert_options=csv.ConvertOptions(
+                    include_columns=wanted,
+                    column_types={c: pa.string() for c in ids},
+                    strings_can_be_null=True,
+                ),
+            )
+    except FileNotFoundError:
+        raise InputError(f"input file {path} does not exist") from None
+    except (pa.ArrowInvalid, KeyError, OSError) as exc:
+        msg = str(exc).splitlines()[0][:200]
+        raise InputError(f"cannot read {path.name}: {msg}") from None
+    missing = [c for c in wanted if c not in table.column_names]
+    if missing:
+        raise InputError(f"columns not found in {path.name}: {', '.join(missing)}")
+    id_cols = [normalise_ids(c, table.column(c).to_pylist()) for c in ids]
+    feats = np.zeros((table.num_rows, len(features)), dtype=np.uint64)
+    for j, c in enumerate(features):
+        col = table.column(c)
+        if col.null_count:
+            raise InputError(f"feature column {c!r} has missing values")
+        if pa.types.is_boolean(col.type):
+            feats[:, j] = np.asarray(col.to_pylist(), dtype=np.uint64)
+            continue
+        if not pa.types.is_integer(col.type):
+            raise InputError(f"feature column {c!r} must hold non-negative integers (uint64)")
+        arr = col.to_numpy()
+        if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
+            raise InputError(f"feature column {c!r} has negative values")
+        feats[:, j] = arr.astype(np.uint64)
+    return PartyData(id_cols, feats, tuple(features))
+
+
+def write_shares(path: Path, names: Sequence[str], shares: np.ndarray) -> None:
+    """Write one party's shares as CSV (header = share names), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(",".join(names) + "\n")
+        for row in shares.tolist():
+            fh.write(",".join(str(v) for v in row) + "\n")
+    os.replace(tmp, path)
+
+
+def reveal(a: Path, b: Path) -> tuple[int, dict[str, int]]:
+    """Reconstruct two parties' share files: (intersection size, sum per feature)."""
+    def load(p: Path) -> tuple[list[str], list[list[int]]]:
+        try:
+            lines = p.read_text().splitlines()
+        except OSError as exc:
+            raise InputError(f"cannot read {p}: {exc.strerror}") from None
+        if not lines:
+            raise InputError(f"{p.name} is empty")
+        header = lines[0].split(",") if lines[0] else []
+        try:
+            rows = [[int(x) for x in line.split(",")] if line else [] for line in lines[1:]]
+        except ValueError:
+            raise InputError(f"{p.name} is not a share file") from None
+        if any(len(r) != len(header) or any(not 0 <= x < 2**64 for x in r) for r in rows):
+            raise InputError(f"{p.name} is not a share file")
+        return header, rows
+
+    ha, ra = load(a)
+    hb, rb = load(b)
+    if ha != hb or len(ra) != len(rb):
+        raise InputError("the two share files do not belong to the same run")
+    sums = {name: 0 for name in ha}
+    for x, y in zip(ra, rb, strict=True):
+        for name, u, v in zip(ha, x, y, strict=True):
+            sums[name] += (u + v) % 2**64
+    return len(ra), sums

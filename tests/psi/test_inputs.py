@@ -1,0 +1,93 @@
+"""Input hygiene, table reading, share files and the query budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from veil.psi.budget import QueryBudget
+from veil.psi.errors import BudgetExceeded, InputError, PsiError
+from veil.psi.inputs import (
+    normalise_email,
+    normalise_ids,
+    normalise_phone,
+    read_party_data,
+    reveal,
+    write_shares,
+)
+
+
+def test_normalisers() -> None:
+    assert normalise_email("  Ann.B@Example.COM ") == "ann.b@example.com"
+    assert normalise_phone("+1 (555) 010-0001") == "+15550100001"
+    assert normalise_phone("0044 20 7946 0000") == "+442079460000"
+    assert normalise_phone("555.010.0001") == "5550100001"
+    assert normalise_ids("device_id", [" x ", None, ""]) == [b"x", b"", b""]
+
+
+def test_duplicates_after_normalisation_refused() -> None:
+    with pytest.raises(InputError, match="'email' has 1 duplicate"):
+        normalise_ids("email", ["A@x.com", "a@x.com "])
+
+
+def test_read_csv_and_parquet(tmp_path: Path) -> None:
+    df = pd.DataFrame({"email": ["a@x", "b@x"], "phone": ["1", None], "spend": [3, 4],
+                       "flag": [True, False], "other": ["p", "q"]})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    df.to_parquet(tmp_path / "t.parquet")
+    for name in ("t.csv", "t.parquet"):
+        data = read_party_data(tmp_path / name, ["email", "phone"], ["spend", "flag"])
+        assert [list(c) for c in data.ids] == [[b"a@x", b"b@x"], [b"1", b""]]
+        assert data.features.tolist() == [[3, 1], [4, 0]]
+
+
+@pytest.mark.parametrize(
+    ("csv", "ids", "features", "match"),
+    [("email,spend\na,-1\n", ["email"], ["spend"], "negative"),
+     ("email,spend\na,1.5\n", ["email"], ["spend"], "integers"),
+     ("email,spend\na,\n", ["email"], ["spend"], "missing"),
+     ("email,spend\na,1\n", ["mail"], ["spend"], "not found|mail"),
+     ("email,spend\na,1\n", [], ["spend"], "at least one"),
+     ("email,spend\na,1\n", ["email"], ["email"], "twice")],
+)
+def test_bad_tables(tmp_path: Path, csv: str, ids: list[str], features: list[str],
+                    match: str) -> None:
+    (tmp_path / "t.csv").write_text(csv)
+    with pytest.raises(InputError, match=match):
+        read_party_data(tmp_path / "t.csv", ids, features)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        read_party_data(tmp_path / "nope.csv", ["email"], [])
+
+
+def test_shares_and_reveal(tmp_path: Path) -> None:
+    vals = np.array([[5, 1], [7, 0]], dtype=np.uint64)
+    a = np.array([[2**64 - 3, 9], [11, 2**64 - 1]], dtype=np.uint64)
+    b = ((vals.astype(object) - a.astype(object)) % 2**64).astype(np.uint64)
+    write_shares(tmp_path / "a.csv", ["sender:x", "receiver:y"], a)
+    write_shares(tmp_path / "b.csv", ["sender:x", "receiver:y"], b)
+    assert reveal(tmp_path / "a.csv", tmp_path / "b.csv") == (2, {"sender:x": 12, "receiver:y": 1})
+    write_shares(tmp_path / "c.csv", ["sender:x"], a[:, :1])
+    with pytest.raises(InputError, match="same run"):
+        reveal(tmp_path / "a.csv", tmp_path / "c.csv")
+    (tmp_path / "d.csv").write_text("sender:x,receiver:y\n1,zz\n")
+    with pytest.raises(InputError, match="not a share file"):
+        reveal(tmp_path / "a.csv", tmp_path / "d.csv")
+
+
+def test_budget(tmp_path: Path) -> None:
+    b = QueryBudget(tmp_path / "psi" / "budget.json")
+    assert b.charge("peer", "ds", 2) == 1
+    assert b.charge("peer", "ds", 2) == 2
+    with pytest.raises(BudgetExceeded):
+        b.charge("peer", "ds", 2)
+    assert b.charge("peer", "other", 2) == 1
+    assert b.spent("peer", "ds") == 2
+    b.path.write_text("{not json")
+    with pytest.raises(PsiError, match="unreadable"):
+        b.charge("peer", "ds", 5)

@@ -1,0 +1,166 @@
+"""Networked tests over TLS 1.3 on 127.0.0.1: happy path and every failure mode."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from veil.psi.budget import QueryBudget
+from veil.psi.errors import (
+    AuthenticationError,
+    BudgetExceeded,
+    ParameterMismatch,
+    PeerDisconnected,
+    ProtocolError,
+    PsiError,
+    TransportError,
+)
+from veil.psi.runtime import run_party
+from veil.psi.session import PartyData, PsiConfig, PsiParty, PsiResult
+from veil.psi.transport import Identity, Listener, connect, generate_identity
+
+
+@pytest.fixture()
+def ids(tmp_path: Path) -> dict[str, tuple[Identity, str]]:
+    return {n: generate_identity(tmp_path / n, n) for n in ("a", "b", "mallory")}
+
+
+def _data(values: list[str], feats: list[int] | None = None) -> PartyData:
+    f = np.array([[v] for v in feats], dtype=np.uint64) if feats else np.zeros((len(values), 0))
+    return PartyData([[v.encode() for v in values]], f)
+
+
+def _serve(listener: Listener, fn: Any, box: dict[str, Any], **kw: Any) -> threading.Thread:
+    def target() -> None:
+        try:
+            chan = listener.accept(timeout=10, accept_timeout=10, **kw)
+            box["result"] = fn(chan)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            listener.close()
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t
+
+
+def _run_pair(ids: dict, s_party: PsiParty, r_party: PsiParty, budget_dir: Path,
+              receiver_ident: str = "b") -> tuple[dict, dict]:
+    (a, _), (b, _) = ids["a"], ids[receiver_ident]
+    listener = Listener("127.0.0.1", 0, a, ids[receiver_ident][0].cert)
+    sbox: dict[str, Any] = {}
+    t = _serve(listener, lambda ch: run_party(
+        s_party, ch, dataset="d", budget=QueryBudget(budget_dir / "s.json")), sbox)
+    rbox: dict[str, Any] = {}
+    try:
+        ch = connect("127.0.0.1", listener.port, b, a.cert, timeout=10)
+        rbox["result"] = run_party(r_party, ch, dataset="d",
+                                   budget=QueryBudget(budget_dir / "r.json"))
+    except PsiError as exc:
+        rbox["error"] = exc
+    t.join(20)
+    return sbox, rbox
+
+
+def test_tls_run_with_payload(ids: dict, tmp_path: Path) -> None:
+    cfg = dict(tau=4)
+    s = PsiParty(PsiConfig("sender", **cfg), _data(["a", "b", "c"], [1, 1, 1]))
+    r = PsiParty(PsiConfig("receiver", zero_column=0, **cfg), _data(["b", "c", "d"], [5, 7, 9]))
+    sbox, rbox = _run_pair(ids, s, r, tmp_path)
+    rs: PsiResult = sbox["result"]
+    rr: PsiResult = rbox["result"]
+    assert rs.round_sizes == rr.round_sizes and rs.round_sizes[0] >= 2
+    total = (rs.shares.astype(object) + rr.shares.astype(object)) % 2**64
+    assert sum(total[:, 1]) == 12
+    assert QueryBudget(tmp_path / "s.json").spent(
+        ids["b"][1], "d") == 1
+
+
+def test_wrong_certificate_refused(ids: dict, tmp_path: Path) -> None:
+    cfg = dict(input_dp=False)
+    s = PsiParty(PsiConfig("sender", **cfg), _data(["a"]))
+    r = PsiParty(PsiConfig("receiver", **cfg), _data(["a"]))
+    # The listener pins b's certificate, but mallory connects (pinning a's cert correctly).
+    a = ids["a"][0]
+    listener = Listener("127.0.0.1", 0, a, ids["b"][0].cert)
+    sbox: dict[str, Any] = {}
+    t = _serve(listener, lambda ch: run_party(s, ch, dataset="d"), sbox)
+    with pytest.raises((AuthenticationError, PeerDisconnected)):
+        ch = connect("127.0.0.1", listener.port, ids["mallory"][0], a.cert, timeout=10)
+        run_party(r, ch, dataset="d")
+    t.join(20)
+    assert isinstance(sbox["error"], AuthenticationError)
+
+
+def test_wrong_fingerprint_refused(ids: dict) -> None:
+    a, b = ids["a"][0], ids["b"][0]
+    listener = Listener("127.0.0.1", 0, a, b.cert)
+    box: dict[str, Any] = {}
+    t = _serve(listener, lambda ch: ch, box)
+    with pytest.raises(AuthenticationError, match="fingerprint"):
+        connect("127.0.0.1", listener.port, b, a.cert, peer_fingerprint="00" * 32, timeout=5)
+    t.join(10)
+
+
+def test_parameter_mismatch_over_network(ids: dict, tmp_path: Path) -> None:
+    s = PsiParty(PsiConfig("sender", tau=3, group="p256"), _data(["a"]))
+    r = PsiParty(PsiConfig("receiver", tau=3), _data(["a"]))
+    sbox, rbox = _run_pair(ids, s, r, tmp_path)
+    assert isinstance(sbox["error"], ParameterMismatch)
+    assert isinstance(rbox["error"], ParameterMismatch | ProtocolError)
+
+
+def test_budget_exceeded_before_any_data(ids: dict, tmp_path: Path) -> None:
+    budget = QueryBudget(tmp_path / "r.json")
+    for _ in range(2):
+        budget.charge(ids["a"][1], "d", 2)
+    s = PsiParty(PsiConfig("sender", tau=3, queries=2), _data(["a"]))
+    r = PsiParty(PsiConfig("receiver", tau=3, queries=2), _data(["a"]))
+    sbox, rbox = _run_pair(ids, s, r, tmp_path)
+    assert isinstance(rbox["error"], BudgetExceeded)
+    assert isinstance(sbox["error"], ProtocolError | PeerDisconnected)
+    assert budget.spent(ids["a"][1], "d") == 2
+
+
+def _raw_peer(ids: dict, behaviour: Any) -> dict[str, Any]:
+    """A listener running a real party; the connector is a hand-written (misbehaving) peer."""
+    a, b = ids["a"][0], ids["b"][0]
+    s = PsiParty(PsiConfig("sender", input_dp=False), _data(["a", "b"]))
+    listener = Listener("127.0.0.1", 0, a, b.cert)
+    box: dict[str, Any] = {}
+    t = _serve(listener, lambda ch: run_party(s, ch, dataset="d"), box)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cafile=str(a.cert))
+    ctx.load_cert_chain(b.cert, b.key)
+    raw = socket.create_connection(("127.0.0.1", listener.port), timeout=10)
+    sock = ctx.wrap_socket(raw)
+    sock.sendall(struct.pack(">Q", 8) + b"VEILPSI1")
+    behaviour(sock)
+    t.join(20)
+    sock.close()
+    return box
+
+
+def test_malformed_frame_aborts(ids: dict) -> None:
+    box = _raw_peer(ids, lambda s: s.sendall(struct.pack(">Q", 3) + b"\x01\x00\x00"))
+    assert isinstance(box["error"], ProtocolError)
+
+
+def test_oversized_frame_refused(ids: dict) -> None:
+    box = _raw_peer(ids, lambda s: s.sendall(struct.pack(">Q", 1 << 40)))
+    assert isinstance(box["error"], TransportError)
+    assert "at most" in str(box["error"])
+
+
+def test_peer_disconnect(ids: dict) -> None:
+    box = _raw_peer(ids, lambda s: s.close())
+    assert isinstance(box["error"], PeerDisconnected)
