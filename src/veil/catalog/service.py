@@ -9,7 +9,6 @@ worker preparing a secure-stage run.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from veil import audit
-from veil.catalog.ingest import ingest, load_frame
+from veil.catalog.ingest import ingest
 from veil.catalog.policy import DatasetPolicy, parse_policy
 from veil.catalog.views import view_builders_for
 from veil.crypto.envelope import DataKey, DecryptingReader, EncryptingWriter
@@ -132,12 +131,12 @@ class Catalog:
             return True
         if caller.role is Role.PROVIDER:
             return dataset.party_id == caller.party_id
-        return dataset.status == "ready" and caller.party in _policy(dataset).consumers
+        return dataset.status == "ready" and caller.party in policy_of(dataset).consumers
 
     def may_use(self, caller: Caller, dataset: Dataset) -> bool:
         """May this caller run jobs on (and see views of) this dataset?"""
         return (caller.role is Role.CONSUMER and dataset.status == "ready"
-                and caller.party in _policy(dataset).consumers)
+                and caller.party in policy_of(dataset).consumers)
 
     def get(self, session: Session, caller: Caller, full_name: str) -> Dataset:
         dataset = self.lookup(session, full_name)
@@ -168,11 +167,6 @@ class Catalog:
                      subject=dataset.id, detail={"kind": kind})
         return kind, plain
 
-    def load_full(self, dataset: Dataset) -> Any:
-        """Decrypt the full data (worker only; never reachable from a route)."""
-        return load_frame(self.blobs.path(f"datasets/{dataset.id}/data.enc"),
-                          self.data_key(dataset), context=_context(dataset.id, "data"))
-
     def _own_dataset(self, session: Session, caller: Caller, dataset_id: str) -> Dataset:
         dataset = session.get(Dataset, dataset_id)
         if dataset is None or caller.role is not Role.PROVIDER \
@@ -191,19 +185,10 @@ def public_view_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k != "fidelity"}
 
 
-def _policy(dataset: Dataset) -> DatasetPolicy:
-    return DatasetPolicy.model_validate(dataset.policy)
-
-
 def policy_of(dataset: Dataset) -> DatasetPolicy:
-    return _policy(dataset)
+    return DatasetPolicy.model_validate(dataset.policy)
 
 
 def _context(dataset_id: str, what: str) -> bytes:
     return f"veil/dataset/{dataset_id}/{what}".encode()
 
-
-def frame_to_parquet(frame: Any) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf)
-    return buf.getvalue()
