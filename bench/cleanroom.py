@@ -104,9 +104,8 @@ def main() -> None:
             job = consumer.submit({name: data}, entrypoint=name, inputs=["hospital/small"])
             t_sub = time.perf_counter() - t0
             provider.approve(job["id"], job["digest"])
-            while (job := consumer.job(job["id"]))["state"] not in (
-                    "output_review", "released", "failed"):
-                time.sleep(0.01)
+            job = consumer.wait(job["id"], {"output_review", "released", "failed"},
+                                poll_s=0.01)
             if job["state"] == "output_review":
                 job = provider.review_output(job["id"], "x", "approve")
             total = time.perf_counter() - t0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,13 +79,7 @@ def notebook(*cells: str) -> bytes:
 
 
 def wait(client: Client, job_id: str, states: set[str], timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.job(job_id)
-        if job["state"] in states:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} stuck in {client.job(job_id)['state']}")
+    return client.wait(job_id, states, timeout_s=timeout)
 
 
 FINAL = {"released", "failed", "rejected", "cancelled", "output_review"}

@@ -128,8 +128,11 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
             console.print(f"approved by [bold]{approval['party']}[/bold] ({approval['actor']}) "
                           f"for {approval['digest'][:23]}…")
     with timings.phase("stage 2: secure run + gate"):
-        job = _wait(researcher, job["id"], {"output_review", "released", "failed", "rejected"},
-                    timeout_s)
+        try:
+            job = researcher.wait(job["id"], {"output_review", "released", "failed", "rejected"},
+                                  timeout_s=timeout_s)
+        except TimeoutError as exc:
+            raise DemoFailed(str(exc)) from None
         if job["state"] == "failed":
             raise DemoFailed(f"the secure run failed: {job['reason']}")
     attestation = (job.get("result") or {}).get("attestation") or {}
@@ -273,16 +276,6 @@ def _print_timings(console: Console, timings: Timings) -> None:
     for name, seconds in timings.phases:
         table.add_row(name, f"{seconds:.2f}")
     console.print(table)
-
-
-def _wait(client: Client, job_id: str, states: set[str], timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.job(job_id)
-        if job["state"] in states:
-            return job
-        time.sleep(0.2)
-    raise DemoFailed(f"job {job_id} did not finish within {timeout_s:.0f} s")
 
 
 def _admin_token(home: Path) -> str:

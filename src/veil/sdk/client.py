@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -109,6 +110,19 @@ class Client:
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/jobs/{job_id}")
+
+    def wait(self, job_id: str, states: Iterable[str], *, timeout_s: float = 600.0,
+             poll_s: float = 0.2) -> dict[str, Any]:
+        """Poll a job until it reaches one of `states`; TimeoutError after `timeout_s`."""
+        wanted = set(states)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if job["state"] in wanted:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
 
     def bundle_file(self, job_id: str, name: str) -> bytes:
         return self._call("GET", f"/jobs/{job_id}/bundle/{name}").content

@@ -211,24 +211,8 @@ class BubblewrapBackend:
                 memory_hit=memory_hit,
                 pids_hit=pids_hit,
             )
-            if verdict.ok:
-                problem = _host.output_problem(out_src, limits.output_bytes)
-                if problem is not None:
-                    verdict = _host.Verdict(False, problem, None, None, verdict.sandbox_start_s)
-            if verdict.ok and staged:
-                _host.copy_outputs(staging, request.outputs_dir)
-            if not verdict.ok:
-                _host.clear_dir(request.outputs_dir)
-            return SandboxResult(
-                ok=verdict.ok,
-                reason=verdict.reason,
-                error_type=verdict.error_type,
-                cell=verdict.cell,
-                duration_s=raw.duration_s,
-                sandbox_start_s=verdict.sandbox_start_s,
-                insecure=False,
-                backend=self.name,
-            )
+            return _host.settle(verdict, raw, request, written=out_src, staged=staged,
+                                insecure=False, backend=self.name)
         finally:
             if cg is not None:
                 cg.destroy()

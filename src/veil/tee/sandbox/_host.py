@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ._types import SandboxError, SandboxLimits, SandboxRequest
+from ._types import SandboxError, SandboxLimits, SandboxRequest, SandboxResult
 
 log = logging.getLogger("veil.tee.sandbox")
 
@@ -524,3 +524,30 @@ def _signal_of(code: int | None) -> int | None:
     except ValueError:
         return None
     return signo
+
+
+def settle(verdict: Verdict, raw: RawOutcome, request: SandboxRequest, *, written: Path,
+           staged: bool, insecure: bool, backend: str) -> SandboxResult:
+    """Check what the workload wrote, keep it only on success, and report.
+
+    `written` is where the workload's /outputs lived (a staging tmpfs or the real folder);
+    staged outputs are copied to `request.outputs_dir` only once everything passed.
+    """
+    if verdict.ok:
+        problem = output_problem(written, request.limits.output_bytes)
+        if problem is not None:
+            verdict = Verdict(False, problem, None, None, verdict.sandbox_start_s)
+    if verdict.ok and staged:
+        copy_outputs(written, request.outputs_dir)
+    if not verdict.ok:
+        clear_dir(request.outputs_dir)
+    return SandboxResult(
+        ok=verdict.ok,
+        reason=verdict.reason,
+        error_type=verdict.error_type,
+        cell=verdict.cell,
+        duration_s=raw.duration_s,
+        sandbox_start_s=verdict.sandbox_start_s,
+        insecure=insecure,
+        backend=backend,
+    )

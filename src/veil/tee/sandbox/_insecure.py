@@ -72,21 +72,7 @@ class InsecureSubprocessBackend:
             verdict = _host.classify(
                 raw, limits=limits, is_notebook=entry.suffix == ".ipynb", output_over=False
             )
-            if verdict.ok:
-                problem = _host.output_problem(request.outputs_dir, limits.output_bytes)
-                if problem is not None:
-                    verdict = _host.Verdict(False, problem, None, None, verdict.sandbox_start_s)
-            if not verdict.ok:
-                _host.clear_dir(request.outputs_dir)
-            return SandboxResult(
-                ok=verdict.ok,
-                reason=verdict.reason,
-                error_type=verdict.error_type,
-                cell=verdict.cell,
-                duration_s=raw.duration_s,
-                sandbox_start_s=verdict.sandbox_start_s,
-                insecure=True,
-                backend=self.name,
-            )
+            return _host.settle(verdict, raw, request, written=request.outputs_dir,
+                                staged=False, insecure=True, backend=self.name)
         finally:
             shutil.rmtree(work, ignore_errors=True)
