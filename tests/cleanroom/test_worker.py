@@ -69,30 +69,39 @@ def test_many_workers_run_each_job_once(tmp_path: Path) -> None:
         next(gen, None)
 
 
-def test_concurrent_claims_pick_distinct_jobs(live_server, tmp_path: Path) -> None:
+def test_racing_claims_give_a_job_to_exactly_one_worker(tmp_path: Path) -> None:
+    from tests.conftest import start_server
     from veil.jobs.worker import Worker
+    from veil.tee.sandbox import backend_for
 
-    w = make_world(live_server)
-    upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
-    platform = live_server.platform
-    job = w.researcher.submit({"a.py": b"import veil\n"}, entrypoint="a.py",
-                              inputs=["hospital/visits"])
-    workers = [Worker(platform.db, platform.catalog, platform.workers[0].backend,
-                      platform.settings.run_dir) for _ in range(6)]
-    claimed: list[str | None] = []
-    barrier = threading.Barrier(len(workers))
+    gen = start_server(tmp_path / "home", workers=0)  # only the racers below claim
+    server = next(gen)
+    try:
+        w = make_world(server)
+        upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
+        platform = server.platform
+        job = w.researcher.submit({"a.py": b"import veil\n"}, entrypoint="a.py",
+                                  inputs=["hospital/visits"])
+        w.hospital.approve(job["id"], job["digest"])
+        backend = backend_for("local-sandbox")
+        workers = [Worker(platform.db, platform.catalog, backend, platform.settings.run_dir)
+                   for _ in range(6)]
+        claimed: list[str | None] = []
+        barrier = threading.Barrier(len(workers))
 
-    def claim(worker: Worker) -> None:
-        barrier.wait()
-        claimed.append(worker.claim())
+        def claim(worker: Worker) -> None:
+            barrier.wait()
+            claimed.append(worker.claim())
 
-    w.hospital.approve(job["id"], job["digest"])
-    threads = [threading.Thread(target=claim, args=(wk,)) for wk in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert claimed.count(job["id"]) <= 1
+        threads = [threading.Thread(target=claim, args=(wk,)) for wk in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert claimed.count(job["id"]) == 1 and claimed.count(None) == 5
+        assert w.researcher.job(job["id"])["state"] == "running"
+    finally:
+        next(gen, None)
 
 
 def _serve(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

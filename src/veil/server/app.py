@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -67,7 +67,7 @@ def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
     return app
 
 
-def _handler(status: int):  # type: ignore[no-untyped-def]
+def _handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     async def handle(_: Request, exc: Exception) -> JSONResponse:
         # Messages of these types are written to be safe to show: no secrets, no data values.
         return JSONResponse({"detail": str(exc)}, status_code=status)
