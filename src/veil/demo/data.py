@@ -76,6 +76,8 @@ rows = 1000
 [views.synthetic]
 epsilon = 1.0
 rows = 1000
+# Public bounds (not secret: the id range and the plans' claim cap); the rest are DP-chosen.
+bounds = { patient_id = [0, 5000], claim_amount = [0, 10000] }
 
 [budget]
 epsilon = 3.0
