@@ -138,11 +138,15 @@ def test_too_few_rows_for_dp_bounds() -> None:
 
 @pytest.mark.slow
 def test_aim_fit_with_all_public_domains_is_pure_dp() -> None:
+    # Upstream AIM died in about half of these fits on its last, crumb-sized step; four in a
+    # row would all pass by luck only 1 time in 16.
     df = _data(5000).drop(columns=["smoker"])
-    view = fit_synthetic(
-        df, epsilon=1.0, method="aim", rows=2000,
-        bounds={"age": (18, 90), "cost": (0, 6000)}, categories={"sex": ["F", "M"]},
-    )
-    assert view.delta == 0.0 and view.method == "aim"
-    assert view.frame["cost"].dropna().between(0, 6000).all()
-    assert view.fidelity.columns["sex"] < 0.1
+    for _ in range(4):
+        view = fit_synthetic(
+            df, epsilon=1.0, method="aim", rows=2000,
+            bounds={"age": (18, 90), "cost": (0, 6000)}, categories={"sex": ["F", "M"]},
+        )
+        assert view.delta == 0.0 and view.method == "aim"
+        assert 1.0 * (1 - 1e-6) <= view.epsilon <= 1.0
+        assert view.frame["cost"].dropna().between(0, 6000).all()
+        assert view.fidelity.columns["sex"] < 0.1

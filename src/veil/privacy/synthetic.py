@@ -29,7 +29,7 @@ import opendp.prelude as dp
 import pandas as pd
 import polars as pl
 
-from veil.privacy._mst import SafeMST
+from veil.privacy._mbi import SafeAIM, SafeMST
 from veil.privacy._opendp import D_IN, calibrate, check_bounds, check_delta, check_epsilon
 from veil.privacy.errors import InvalidParameterError, SyntheticDataError
 
@@ -310,7 +310,7 @@ def fit_synthetic(
     dlt_table = 0.0 if all_public else dlt
     measure = dp.max_divergence() if all_public else dp.approximate(dp.max_divergence())
     d_out: Any = eps_table if all_public else (eps_table, dlt_table)
-    algorithm = SafeMST() if method == "mst" else dp.mbi.AIM()
+    algorithm = SafeMST() if method == "mst" else SafeAIM()
     try:
         meas, _, _ = dp.mbi.make_contingency_table(
             _domain(cols), dp.symmetric_distance(), measure,
