@@ -113,6 +113,32 @@ def test_roundtrip_crt_and_textbook(keys: Keys) -> None:
     assert sk.decrypt_vector(enc, crt=False) == values
 
 
+def test_owner_crt_encryption_is_the_public_encryption(
+    keys: Keys, keys3072: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Same alpha -> the very same ciphertext: the CRT path changes the cost, not the scheme.
+    for pk, sk in (keys, keys3072):
+        values = [0, 1, U64_MAX, int(pk.n) - 1]
+        alpha = secrets.randbits(pk.exponent_bits)
+        monkeypatch.setattr(secrets, "randbits", lambda bits, a=alpha: a)
+        public, owner = pk.encrypt_vector(values), sk.encrypt_vector(values)
+        monkeypatch.undo()
+        assert _ct(owner) == _ct(public)
+
+
+def test_owner_crt_encryption_decrypts_here_and_in_phe(keys: Keys) -> None:
+    pk, sk = keys
+    p, q = sk.private_numbers()
+    phe_sk = phe.PaillierPrivateKey(phe.PaillierPublicKey(int(pk.n)), p, q)
+    values = [0, 5, U64_MAX, *[secrets.randbits(64) for _ in range(30)]]
+    enc = encrypt_payload(sk, np.array(values, dtype=np.uint64))
+    assert enc.public_key == pk and len(set(_ct(enc))) == len(values)
+    assert sk.decrypt_vector(enc) == values
+    assert [phe_sk.raw_decrypt(c) for c in _ct(enc)] == values
+    with pytest.raises(PlaintextRangeError):
+        encrypt_payload(sk, [2**64])
+
+
 def test_encryption_is_randomised(keys: Keys) -> None:
     pk, _ = keys
     a, b = pk.encrypt_vector([7, 7]), pk.encrypt_vector([7])

@@ -9,16 +9,23 @@ from veil.psi import _payload as P
 
 
 @pytest.mark.parametrize("packing", [True, False])
-def test_chunked_mask_roundtrip(monkeypatch: pytest.MonkeyPatch, packing: bool) -> None:
-    monkeypatch.setattr(P, "_CHUNK", 40)  # force several chunks and a partial last group
+def test_streamed_mask_roundtrip(monkeypatch: pytest.MonkeyPatch, packing: bool) -> None:
+    monkeypatch.setattr(P, "CHUNK_ROWS", 40)  # several chunks, a short last one, partial groups
     keys = P.generate_keys(2048)
     params = P.PayloadParams(2048, packing, 40)
     rows = 100
     feats = (np.arange(rows * 2, dtype=np.uint64).reshape(rows, 2) * np.uint64(2**40 + 3))
     feats[7, 1] = np.uint64(2**64 - 1)
-    data = P.encrypt_features(keys.public, feats, params)
     hits = np.array([7, 5, 3, 99, 0, *range(10, 60)], dtype=np.int64)
-    masked, mine = P.mask(keys.public, data, rows, 2, hits, params)
+    peer = P.PeerCiphertexts(hits, rows, 2, params)
+    assert P.chunk_count(rows, 2) == 3 and P.chunk_count(rows, 0) == 0
+    for i in range(3):
+        data = P.encrypt_chunk(keys, feats, i, params)
+        assert len(data) == P.chunk_bytes(rows, 2, i, params) == min(40, rows - 40 * i) * 2 * 512
+        peer.add(i, data)
+    assert P.chunk_bytes(rows, 2, 3, params) == 0
+    assert peer.table.shape == (2, len(hits), 512)  # only the matched rows are held
+    masked, mine = P.mask(keys.public, peer, params)
     assert len(masked) // P.ciphertext_bytes(params) == P.masked_count(len(hits), 2, params)
     theirs = P.unmask(keys, masked, len(hits), 2, params)
     total = (mine.astype(object) + theirs.astype(object)) % 2**64

@@ -174,6 +174,43 @@ def test_same_role_refused() -> None:
         run_local(s, r)
 
 
+@pytest.mark.parametrize("receiver_features", [1, 0])
+def test_payload_streams_in_chunks(monkeypatch: pytest.MonkeyPatch, receiver_features: int) -> None:
+    from veil.psi import _payload
+
+    monkeypatch.setattr(_payload, "CHUNK_ROWS", 7)  # sender 40 rows: 6 chunks; receiver 17: 3
+    rng = random.Random(5)
+    common = [f"u{i}" for i in range(12)]
+    s_ids = common + [f"s{i}" for i in range(28)]
+    r_ids = common[::-1] + [f"r{i}" for i in range(5)]
+    rng.shuffle(s_ids)
+    s_f = np.array([[int(v[1:]) * 3 + (v[0] == "u")] for v in s_ids], dtype=np.uint64)
+    r_f = np.array([[int(v[1:]) + 100] for v in r_ids], dtype=np.uint64)[:, :receiver_features]
+    cfg = dict(input_dp=False)
+    rs, rr = _pair(PsiConfig("sender", **cfg), PsiConfig("receiver", **cfg),
+                   PartyData(_ids(s_ids), s_f), PartyData(_ids(r_ids), r_f))
+    total = (rs.shares.astype(object) + rr.shares.astype(object)) % M64
+    assert total.shape == (12, 1 + receiver_features)
+    assert sorted(total[:, 0]) == sorted(int(v[1:]) * 3 + 1 for v in common)
+    if receiver_features:
+        pairs = {(int(a), int(b)) for a, b in total}
+        assert pairs == {(i * 3 + 1, i + 100) for i in range(12)}  # rows aligned across parties
+
+
+def test_payload_chunk_out_of_order_aborts() -> None:
+    from veil.psi.messages import Ciphertexts
+
+    cfg = dict(input_dp=False)
+    s = PsiParty(PsiConfig("sender", **cfg), PartyData(_ids(["a", "b"]), SENDER_F[:2]))
+    r = PsiParty(PsiConfig("receiver", **cfg), PartyData(_ids(["b", "c"]), SENDER_F[:2]))
+    out_s, out_r = s.start(), r.start()
+    while not isinstance(out_s, Ciphertexts):
+        out_s, out_r = s.receive(out_r), r.receive(out_s)
+    bad = Ciphertexts(out_s.sizes, 1, out_s.data)
+    with pytest.raises(ProtocolError, match="wrong size or order"):
+        r.receive(bad)
+
+
 def test_out_of_order_and_bad_elements() -> None:
     s = PsiParty(PsiConfig("sender", input_dp=False), PartyData(_ids(["a"])))
     s.start()

@@ -1,9 +1,11 @@
 """Phase E adapter between the session's flat wire buffers and `veil.psi.paillier`.
 
-Layout on the wire: feature-major. The owner sends, for each of its features, one ciphertext per
-padded row. The masker selects the intersection rows (sorted by match value) per feature and
-calls `mask_and_pack`, which packs ~19 rows into one ciphertext, adds per-slot masks and
-re-randomises (spec §12.1); the owner decrypts one ciphertext per ~19 rows.
+The owner streams its features, one ciphertext per padded row, in chunks of `CHUNK_ROWS` rows
+(feature-major within a chunk), encrypting each chunk by CRT just before it is sent. The masker
+keeps only the intersection rows, in output order (ascending match value), and calls
+`mask_and_pack`, which packs ~19 rows into one ciphertext, adds per-slot masks and re-randomises
+(spec §12.1); the owner decrypts one ciphertext per ~19 rows. Neither side ever holds a whole
+ciphertext column: at N = 10^6 that is 512 MB per feature.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from veil.psi.paillier import (
 )
 
 PublicKey = PaillierPublicKey
-_CHUNK = 1 << 15  # rows per Paillier batch (bounds memory of integer lists)
+CHUNK_ROWS = 1 << 15
+"""Rows per streamed ciphertext frame and per Paillier batch (16 MiB per feature at n = 2048)."""
 ALLOWED_BITS = tuple(sorted(SECURITY_BITS))
 
 
@@ -66,8 +69,16 @@ def ciphertext_bytes(params: PayloadParams) -> int:
     return 2 * ((params.bits + 7) // 8)
 
 
-def ciphertext_columns(features: int, params: PayloadParams) -> int:
-    return features
+def chunk_count(rows: int, features: int) -> int:
+    """Frames a party streams its `rows` x `features` ciphertexts in (0 when it has none)."""
+    return -(-rows // CHUNK_ROWS) if features else 0
+
+
+def chunk_bytes(rows: int, features: int, index: int, params: PayloadParams) -> int:
+    """Size of chunk `index` of a party with `rows` padded rows and `features` columns."""
+    if index >= chunk_count(rows, features):
+        return 0
+    return min(CHUNK_ROWS, rows - index * CHUNK_ROWS) * features * ciphertext_bytes(params)
 
 
 def masked_count(rows: int, features: int, params: PayloadParams) -> int:
@@ -75,29 +86,43 @@ def masked_count(rows: int, features: int, params: PayloadParams) -> int:
     return features * -(-rows // params.slots)
 
 
-def encrypt_features(pk: PaillierPublicKey, features: np.ndarray, params: PayloadParams) -> bytes:
-    """Feature-major flat buffer: all rows of feature 0, then feature 1, ... (chunked to bound
-    the memory of intermediate integer lists)."""
-    parts: list[bytes] = []
-    for j in range(features.shape[1]):
-        for start in range(0, features.shape[0], _CHUNK):
-            parts.append(encrypt_payload(pk, features[start : start + _CHUNK, j]).buffer)
-    return b"".join(parts)
+def encrypt_chunk(keys: Keys, features: np.ndarray, index: int, params: PayloadParams) -> bytes:
+    """Chunk `index` of the owner's rows (already in its private order), feature-major:
+    encrypted by CRT with the owner's private key, so only one chunk is ever held."""
+    rows = features[index * CHUNK_ROWS : (index + 1) * CHUNK_ROWS]
+    return b"".join(encrypt_payload(keys.private, rows[:, j]).buffer for j in range(rows.shape[1]))
+
+
+class PeerCiphertexts:
+    """The peer's streamed ciphertexts, of which only the matched rows are kept — already in
+    output order (ascending match value) — so a masker holds |I|, not all, of the peer's rows."""
+
+    def __init__(self, hits: np.ndarray, rows: int, features: int, params: PayloadParams):
+        self.features, self.rows, self.count = features, rows, len(hits)
+        self._ct = ciphertext_bytes(params)
+        self._position = np.full(rows, -1, dtype=np.int64)
+        self._position[hits] = np.arange(len(hits), dtype=np.int64)
+        self.table = np.empty((features, len(hits), self._ct), dtype=np.uint8)
+
+    def add(self, index: int, data: Buffer) -> None:
+        start = index * CHUNK_ROWS
+        size = min(CHUNK_ROWS, self.rows - start)
+        chunk = np.frombuffer(data, dtype=np.uint8).reshape(self.features, size, self._ct)
+        position = self._position[start : start + size]
+        keep = position >= 0
+        self.table[:, position[keep]] = chunk[:, keep]
 
 
 def mask(
-    pk: PaillierPublicKey, data: Buffer, rows: int, features: int, hits: np.ndarray,
-    params: PayloadParams,
+    pk: PaillierPublicKey, peer: PeerCiphertexts, params: PayloadParams
 ) -> tuple[bytes, np.ndarray]:
-    """Mask the peer's ciphertexts at rows `hits` (in that order); returns (wire bytes, shares)."""
-    ct = ciphertext_bytes(params)
-    table = np.frombuffer(data, dtype=np.uint8).reshape(features, rows, ct)
-    step = params.slots * (_CHUNK // params.slots or 1)  # whole packing groups per chunk
+    """Mask the peer's kept ciphertexts (output order); returns (wire bytes, own shares)."""
+    step = params.slots * (CHUNK_ROWS // params.slots or 1)  # whole packing groups per batch
     out: list[bytes] = []
-    shares = np.zeros((len(hits), features), dtype=np.uint64)
-    for j in range(features):
-        for start in range(0, len(hits), step):
-            chosen = table[j, hits[start : start + step]].tobytes()
+    shares = np.zeros((peer.count, peer.features), dtype=np.uint64)
+    for j in range(peer.features):
+        for start in range(0, peer.count, step):
+            chosen = peer.table[j, start : start + step].tobytes()
             packed, mine = mask_and_pack(pk, CiphertextVector(pk, chosen),
                                          statistical_bits=params.sigma, packing=params.packing)
             out.append(packed.buffer)
@@ -111,7 +136,7 @@ def unmask(keys: Keys, data: Buffer, rows: int, features: int, params: PayloadPa
     ct = ciphertext_bytes(params)
     width = layout.packed_count(rows) * ct
     view = memoryview(data)
-    step = params.slots * (_CHUNK // params.slots or 1)
+    step = params.slots * (CHUNK_ROWS // params.slots or 1)
     shares = np.zeros((rows, features), dtype=np.uint64)
     for j in range(features):
         for start in range(0, rows, step):

@@ -16,7 +16,7 @@ from veil.psi.errors import ProtocolError
 
 Buffer = bytes | bytearray | memoryview
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: payload ciphertexts streamed in chunks
 
 
 @dataclass(frozen=True)
@@ -183,11 +183,13 @@ class Swapped(Message):
 
 @dataclass(frozen=True)
 class Ciphertexts(Message):
-    """Payload: own features under own Paillier key, plus the final sizes to cross-check."""
+    """Payload, streamed: chunk `chunk` of own features under own Paillier key (empty once a
+    party has sent all of its chunks), plus the final sizes to cross-check."""
 
     TAG: ClassVar[int] = 6
-    SCHEMA: ClassVar[tuple[str, ...]] = ("u64s", "bytes")
+    SCHEMA: ClassVar[tuple[str, ...]] = ("u64s", "u64", "bytes")
     sizes: tuple[int, ...]
+    chunk: int
     data: Buffer
 
 

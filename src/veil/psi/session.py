@@ -360,27 +360,38 @@ class PsiParty:
             self.phase = "payload"
             self._progress(self.phase)
             pay = _payload.PayloadParams(cfg.paillier_bits, cfg.packing, cfg.statistical_security)
-            peer_ct_cols = _payload.ciphertext_columns(f_peer, pay)
             ct = _payload.ciphertext_bytes(pay)
-            self._max_incoming = 64 + 8 * k + peer_pad * peer_ct_cols * ct
-            # No local reference to our own ciphertexts: the transport frees them once sent.
-            peer_ct = self._expect((yield Ciphertexts(tuple(sizes), _payload.encrypt_features(
-                keys.public, features[perm], pay) if keys else b"")), Ciphertexts)
-            self._check_sizes(peer_ct.sizes, sizes)
-            if len(peer_ct.data) != peer_pad * peer_ct_cols * ct:
-                raise ProtocolError("payload ciphertexts have the wrong size")
             hits = np.flatnonzero(matched)
             hits = hits[np.argsort(match_value[hits], kind="stable")]
             if len(np.unique(match_value[hits])) != len(hits):
                 raise ProtocolError("duplicate match values; row order would be ambiguous")
+            # Both sides stream their ciphertexts in lock-step chunks; only matched rows of the
+            # peer's are kept, so neither side ever holds a whole ciphertext column.
+            peer_rows = _payload.PeerCiphertexts(hits, peer_pad, f_peer, pay)
+            own_features = features[perm]
+            own_chunks = _payload.chunk_count(n_pad, f)
+            steps = max(own_chunks, _payload.chunk_count(peer_pad, f_peer))
+            for i in range(steps):
+                expected = _payload.chunk_bytes(peer_pad, f_peer, i, pay)
+                self._max_incoming = 64 + 8 * k + expected
+                data = (_payload.encrypt_chunk(keys, own_features, i, pay)
+                        if keys is not None and i < own_chunks else b"")
+                peer_ct = self._expect((yield Ciphertexts(tuple(sizes), i, data)), Ciphertexts)
+                del data
+                self._check_sizes(peer_ct.sizes, sizes)
+                if peer_ct.chunk != i or len(peer_ct.data) != expected:
+                    raise ProtocolError("payload ciphertexts have the wrong size or order")
+                if expected:
+                    peer_rows.add(i, peer_ct.data)
+                del peer_ct
             if f_peer and peer_pk is not None:
                 try:
-                    masked, peer_shares = _payload.mask(
-                        peer_pk, peer_ct.data, peer_pad, f_peer, hits, pay)
+                    masked, peer_shares = _payload.mask(peer_pk, peer_rows, pay)
                 except (ValueError, PsiError) as exc:
                     raise ProtocolError(f"invalid payload ciphertexts: {exc}") from None
             else:
                 masked, peer_shares = b"", np.zeros((len(hits), 0), dtype=np.uint64)
+            del peer_rows
             own_back = _payload.masked_count(len(hits), f, pay)
             self._max_incoming = 16 + own_back * ct
             back_ct = self._expect((yield Masked(masked)), Masked)

@@ -1,6 +1,6 @@
 """Phase E of DPCA-PSI: turn the other party's encrypted payload into additive shares mod 2^64.
 
-owner:  `enc = encrypt_payload(pk, values)`                (values in [0, 2^64))
+owner:  `enc = encrypt_payload(sk, values)`                (values in [0, 2^64))
 masker: `packed, my_shares = mask_and_pack(pk, enc.select(rows))`
 owner:  `their_shares = unpack_and_decrypt(sk, packed, count)`
 so that my_shares[i] + their_shares[i] = values[rows[i]] (mod 2^64).
@@ -93,15 +93,18 @@ def _to_uint64_array(values: list[int]) -> npt.NDArray[np.uint64]:
 
 
 def encrypt_payload(
-    public_key: PaillierPublicKey, values: IntInput, *, workers: int | None = None
+    key: PaillierPublicKey | PaillierPrivateKey, values: IntInput, *, workers: int | None = None
 ) -> CiphertextVector:
     """Encrypt uint64 payload values; anything outside [0, 2^64) is refused (it would overflow
-    a slot at packing time and corrupt the neighbouring value)."""
+    a slot at packing time and corrupt the neighbouring value). The owner passes its private
+    key: the same ciphertexts by CRT, on one thread, for about half the CPU time."""
     plain = _to_int_list(values)
     for v in plain:
         if not 0 <= v < _VALUE_MOD:
             raise PlaintextRangeError("payload values must be in [0, 2^64)")
-    return public_key.encrypt_vector(plain, workers=workers)
+    if isinstance(key, PaillierPrivateKey):
+        return key.encrypt_vector(plain)
+    return key.encrypt_vector(plain, workers=workers)
 
 
 def mask_and_pack(
