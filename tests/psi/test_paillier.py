@@ -22,6 +22,9 @@ from veil.psi.paillier import (
     encrypt_payload,
     generate_keypair,
     mask_and_pack,
+    mask_rows,
+    owner_slots,
+    pack_and_decrypt,
     unpack_and_decrypt,
 )
 
@@ -481,6 +484,44 @@ def test_unpack_rejects_bad_count_and_tampering(
     forged_last = pk.encrypt_vector([1 << 105])
     with pytest.raises(MalformedPaillierData, match="overflows"):
         unpack_and_decrypt(sk, forged_last, 1)
+
+
+# --- owner-side packing (the faster option) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [0, 1, 8, 9, 10, 40])
+def test_owner_packing_shares_reconstruct(keys: Keys, count: int) -> None:
+    pk, sk = keys
+    assert owner_slots(sk, 40) == 9 and owner_slots(sk, 80) == 7
+    values = ([U64_MAX, 0, 2**63] + [secrets.randbits(64) for _ in range(count)])[:count]
+    back, mine = mask_rows(pk, encrypt_payload(sk, values))
+    assert len(back) == count and len(mine) == count  # one ciphertext per row goes back
+    theirs = pack_and_decrypt(sk, back, workers=2 if count > 9 else 1)
+    assert _reconstruct(mine, theirs) == values
+
+
+def test_owner_packing_3072_and_sigma(keys3072: Keys) -> None:
+    pk, sk = keys3072
+    values = [U64_MAX] * 15 + [0, 5]
+    assert owner_slots(sk, 40) == 14
+    back, mine = mask_rows(pk, encrypt_payload(sk, values), statistical_bits=60)
+    assert _reconstruct(mine, pack_and_decrypt(sk, back, statistical_bits=60)) == values
+
+
+def test_owner_packing_rows_unlinkable_and_tampering_refused(keys: Keys, other_keys: Keys) -> None:
+    pk, sk = keys
+    n = int(pk.n)
+    enc = encrypt_payload(sk, [3] * 12)
+    sent = _ct(enc)
+    back = _ct(mask_rows(pk, enc)[0])
+    assert not {c % n for c in back} & {c % n for c in sent}  # re-randomised, row by row
+    assert len(set(back)) == 12
+    with pytest.raises(MalformedPaillierData, match="overflows"):
+        pack_and_decrypt(sk, pk.encrypt_vector([1 << 105]))  # a row wider than its slot
+    with pytest.raises(KeyMismatchError):
+        mask_rows(other_keys[0], enc)
+    with pytest.raises(KeyMismatchError):
+        pack_and_decrypt(other_keys[1], enc)
 
 
 # --- unlinkability (spec §12.1) -------------------------------------------------------------------

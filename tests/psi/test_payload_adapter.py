@@ -8,8 +8,8 @@ import pytest
 from veil.psi import _payload as P
 
 
-@pytest.mark.parametrize("packing", [True, False])
-def test_streamed_mask_roundtrip(monkeypatch: pytest.MonkeyPatch, packing: bool) -> None:
+@pytest.mark.parametrize("packing", ["masker", "owner", "none"])
+def test_streamed_mask_roundtrip(monkeypatch: pytest.MonkeyPatch, packing: str) -> None:
     monkeypatch.setattr(P, "CHUNK_ROWS", 40)  # several chunks, a short last one, partial groups
     keys = P.generate_keys(2048)
     params = P.PayloadParams(2048, packing, 40)

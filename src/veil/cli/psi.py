@@ -59,6 +59,8 @@ def run(
     no_dp: bool = typer.Option(False, "--no-dp", help="plain multi-ID PSI without dummies"),
     group: str = typer.Option("ristretto255", "--group", help="ristretto255 or p256"),
     paillier_bits: int = typer.Option(2048, "--paillier-bits"),
+    packing: str = typer.Option("masker", "--packing",
+                                help="who packs masked payload rows: masker, owner (faster), none"),
     output: Path = typer.Option(..., "--output", help="CSV of this party's shares"),
     cert: Path | None = typer.Option(None, "--cert", help="own certificate (default: keygen's)"),
     key: Path | None = typer.Option(None, "--key", help="own key (default: keygen's)"),
@@ -97,7 +99,7 @@ def run(
         config = PsiConfig(
             role=role,  # type: ignore[arg-type]
             group=group, input_dp=not no_dp, epsilon=epsilon, queries=queries, delta=delta,
-            min_tau=min_tau or 0, zero_column=zc, paillier_bits=paillier_bits)
+            min_tau=min_tau or 0, zero_column=zc, paillier_bits=paillier_bits, packing=packing)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             tasks: dict[str, TaskID] = {}

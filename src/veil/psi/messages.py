@@ -120,7 +120,7 @@ class Hello(Message):
     TAG: ClassVar[int] = 1
     SCHEMA: ClassVar[tuple[str, ...]] = (
         "u64", "bool", "str", "u64", "bool", "bool", "f64", "u64", "f64", "u64", "u64", "u64",
-        "strs", "bool", "u64", "u64", "bytes", "bytes",
+        "strs", "str", "u64", "u64", "bytes", "bytes",
     )
     version: int
     is_sender: bool
@@ -135,7 +135,7 @@ class Hello(Message):
     min_tau: int
     rows: int
     feature_names: tuple[str, ...]
-    packing: bool
+    packing: str
     statistical_security: int
     paillier_bits: int
     public_key: Buffer

@@ -74,7 +74,7 @@ class PsiConfig:
     min_tau: int = 0  # raise the agreed tau to at least this
     zero_column: int | None = None  # own feature column forced to 0 on dummy rows
     reveal_intersection: bool = False  # agree; plain PSI only (k = 1, no DP): learn own matches
-    packing: bool = True  # agree
+    packing: str = "masker"  # agree: who packs the masked payload rows (_payload.PACKING)
     statistical_security: int = 40  # agree
     paillier_bits: int = 2048
 
@@ -209,6 +209,8 @@ class PsiParty:
             raise InputError("statistical_security must be in [40, 80]")
         if c.paillier_bits not in _payload.ALLOWED_BITS:
             raise InputError(f"paillier_bits must be one of {_payload.ALLOWED_BITS}")
+        if c.packing not in _payload.PACKING:
+            raise InputError(f"packing must be one of {_payload.PACKING}")
         if c.reveal_intersection and c.input_dp:
             raise InputError("reveal_intersection is only for plain PSI (input_dp=False)")
 

@@ -2,7 +2,8 @@
 
 Keys: `generate_keypair(2048 | 3072)`. Ciphertexts: `CiphertextVector`, one flat buffer of
 fixed-width big-endian integers with homomorphic add / add-plain / multiply-by-constant and
-re-randomisation. Payload phase: `encrypt_payload`, `mask_and_pack`, `unpack_and_decrypt`.
+re-randomisation. Payload phase: `encrypt_payload`, `mask_and_pack`, `unpack_and_decrypt`
+(masker packs), or `mask_rows`, `pack_and_decrypt` (owner packs, faster).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from veil.psi.paillier._payload import (
     PackingLayout,
     encrypt_payload,
     mask_and_pack,
+    mask_rows,
+    owner_slots,
+    pack_and_decrypt,
     unpack_and_decrypt,
 )
 
@@ -44,5 +48,8 @@ __all__ = [
     "encrypt_payload",
     "generate_keypair",
     "mask_and_pack",
+    "mask_rows",
+    "owner_slots",
+    "pack_and_decrypt",
     "unpack_and_decrypt",
 ]
