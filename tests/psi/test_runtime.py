@@ -70,8 +70,9 @@ def _run_pair(ids: dict, s_party: PsiParty, r_party: PsiParty, budget_dir: Path,
     return sbox, rbox
 
 
-def test_tls_run_with_payload(ids: dict, tmp_path: Path) -> None:
-    cfg = dict(tau=4)
+@pytest.mark.parametrize("packing", ["masker", "owner"])
+def test_tls_run_with_payload(ids: dict, tmp_path: Path, packing: str) -> None:
+    cfg = dict(tau=4, packing=packing)
     s = PsiParty(PsiConfig("sender", **cfg), _data(["a", "b", "c"], [1, 1, 1]))
     r = PsiParty(PsiConfig("receiver", zero_column=0, **cfg), _data(["b", "c", "d"], [5, 7, 9]))
     sbox, rbox = _run_pair(ids, s, r, tmp_path)

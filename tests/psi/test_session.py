@@ -151,7 +151,8 @@ def test_duplicate_ids_refused() -> None:
     ("sender_kw", "receiver_kw", "match"),
     [({"group": "p256"}, {}, "group"),
      ({"input_dp": False}, {}, "input_dp"),
-     ({"statistical_security": 41}, {}, "statistical_security")],
+     ({"statistical_security": 41}, {}, "statistical_security"),
+     ({}, {"packing": "owner"}, "packing")],
 )
 def test_parameter_mismatch(sender_kw: dict, receiver_kw: dict, match: str) -> None:
     s = PsiParty(PsiConfig("sender", tau=3, **sender_kw), PartyData(_ids(["a"])))
@@ -244,6 +245,7 @@ def test_malformed_frames(frame: bytes) -> None:
      ({"epsilon": -1.0}, PartyData(_ids(["a"]))),
      ({"tau": 2**21}, PartyData(_ids(["a"]))),
      ({"reveal_intersection": True}, PartyData(_ids(["a"]))),
+     ({"packing": "both"}, PartyData(_ids(["a"]))),
      ({}, PartyData([]))],
 )
 def test_bad_inputs(kwargs: dict, data: PartyData) -> None:

@@ -121,43 +121,43 @@ class PeerCiphertexts:
         self.table[:, position[keep]] = chunk[:, keep]
 
 
+def batch_rows(params: PayloadParams) -> int:
+    """Output rows per `Masked` frame: whole packing groups, about `CHUNK_ROWS`."""
+    return params.slots * (CHUNK_ROWS // params.slots or 1)
+
+
 def mask(
-    pk: PaillierPublicKey, peer: PeerCiphertexts, params: PayloadParams
+    pk: PaillierPublicKey, peer: PeerCiphertexts, start: int, count: int, params: PayloadParams
 ) -> tuple[bytes, np.ndarray]:
-    """Mask the peer's kept ciphertexts (output order); returns (wire bytes, own shares)."""
-    step = params.slots * (CHUNK_ROWS // params.slots or 1)  # whole packing groups per batch
+    """Mask output rows [start, start + count) of the peer's kept ciphertexts; returns (wire
+    bytes, feature-major, and the masker's shares, count x features)."""
     out: list[bytes] = []
-    shares = np.zeros((peer.count, peer.features), dtype=np.uint64)
+    shares = np.zeros((count, peer.features), dtype=np.uint64)
     for j in range(peer.features):
-        for start in range(0, peer.count, step):
-            chosen = CiphertextVector(pk, peer.table[j, start : start + step].tobytes())
-            if params.packing == "owner":
-                back, mine = mask_rows(pk, chosen, statistical_bits=params.sigma)
-            else:
-                back, mine = mask_and_pack(pk, chosen, statistical_bits=params.sigma,
-                                           packing=params.packing == "masker")
-            out.append(back.buffer)
-            shares[start : start + step, j] = mine
+        chosen = CiphertextVector(pk, peer.table[j, start : start + count].tobytes())
+        if params.packing == "owner":
+            back, mine = mask_rows(pk, chosen, statistical_bits=params.sigma)
+        else:
+            back, mine = mask_and_pack(pk, chosen, statistical_bits=params.sigma,
+                                       packing=params.packing == "masker")
+        out.append(back.buffer)
+        shares[:, j] = mine
     return b"".join(out), shares
 
 
-def unmask(keys: Keys, data: Buffer, rows: int, features: int, params: PayloadParams) -> np.ndarray:
-    """Decrypt the returned ciphertexts into the owner's shares (rows x features)."""
-    ct = ciphertext_bytes(params)
-    width = masked_count(rows, 1, params) * ct
+def unmask(
+    keys: Keys, data: Buffer, count: int, features: int, params: PayloadParams
+) -> np.ndarray:
+    """Decrypt one `Masked` frame (count rows, feature-major) into the owner's shares."""
+    width = masked_count(count, 1, params) * ciphertext_bytes(params)
     view = memoryview(data)
-    step = params.slots * (CHUNK_ROWS // params.slots or 1)
-    shares = np.zeros((rows, features), dtype=np.uint64)
+    shares = np.zeros((count, features), dtype=np.uint64)
     for j in range(features):
-        for start in range(0, rows, step):
-            count = min(step, rows - start)
-            first = j * width + (start // params.slots) * ct
-            last = first + masked_count(count, 1, params) * ct
-            back = CiphertextVector(keys.public, view[first:last])
-            if params.packing == "owner":
-                mine = pack_and_decrypt(keys.private, back, statistical_bits=params.sigma)
-            else:
-                mine = unpack_and_decrypt(keys.private, back, count, statistical_bits=params.sigma,
-                                          packing=params.packing == "masker")
-            shares[start : start + count, j] = mine
+        back = CiphertextVector(keys.public, view[j * width : (j + 1) * width])
+        if params.packing == "owner":
+            mine = pack_and_decrypt(keys.private, back, statistical_bits=params.sigma)
+        else:
+            mine = unpack_and_decrypt(keys.private, back, count, statistical_bits=params.sigma,
+                                      packing=params.packing == "masker")
+        shares[:, j] = mine
     return shares

@@ -195,10 +195,12 @@ class Ciphertexts(Message):
 
 @dataclass(frozen=True)
 class Masked(Message):
-    """Payload: the peer's intersection ciphertexts, masked and re-randomised, sorted."""
+    """Payload, streamed: one batch of the peer's intersection rows (output order), masked and
+    re-randomised; empty for a party without features to return."""
 
     TAG: ClassVar[int] = 7
-    SCHEMA: ClassVar[tuple[str, ...]] = ("bytes",)
+    SCHEMA: ClassVar[tuple[str, ...]] = ("u64", "bytes")
+    chunk: int
     data: Buffer
 
 

@@ -386,26 +386,33 @@ class PsiParty:
                 if expected:
                     peer_rows.add(i, peer_ct.data)
                 del peer_ct
-            if f_peer and peer_pk is not None:
-                try:
-                    masked, peer_shares = _payload.mask(peer_pk, peer_rows, pay)
-                except (ValueError, PsiError) as exc:
-                    raise ProtocolError(f"invalid payload ciphertexts: {exc}") from None
-            else:
-                masked, peer_shares = b"", np.zeros((len(hits), 0), dtype=np.uint64)
+            # Then the masked rows come back in lock-step batches, decrypted as they arrive.
+            own_shares = np.zeros((len(hits), f), dtype=np.uint64)
+            peer_shares = np.zeros((len(hits), f_peer), dtype=np.uint64)
+            step = _payload.batch_rows(pay)
+            for i, start in enumerate(range(0, len(hits), step)):
+                count = min(step, len(hits) - start)
+                data = b""
+                if f_peer and peer_pk is not None:
+                    try:
+                        data, peer_shares[start : start + count] = _payload.mask(
+                            peer_pk, peer_rows, start, count, pay)
+                    except (ValueError, PsiError) as exc:
+                        raise ProtocolError(f"invalid payload ciphertexts: {exc}") from None
+                expected = _payload.masked_count(count, f, pay) * ct
+                self._max_incoming = 32 + expected
+                returned = self._expect((yield Masked(i, data)), Masked)
+                del data
+                if returned.chunk != i or len(returned.data) != expected:
+                    raise ProtocolError("masked ciphertexts have the wrong size or order")
+                if keys is not None:
+                    try:
+                        own_shares[start : start + count] = _payload.unmask(
+                            keys, returned.data, count, f, pay)
+                    except (ValueError, PsiError) as exc:
+                        raise ProtocolError(f"invalid masked ciphertexts: {exc}") from None
+                del returned
             del peer_rows
-            own_back = _payload.masked_count(len(hits), f, pay)
-            self._max_incoming = 16 + own_back * ct
-            back_ct = self._expect((yield Masked(masked)), Masked)
-            if len(back_ct.data) != own_back * ct:
-                raise ProtocolError("masked ciphertexts have the wrong size")
-            if keys is not None:
-                try:
-                    own_shares = _payload.unmask(keys, back_ct.data, len(hits), f, pay)
-                except (ValueError, PsiError) as exc:
-                    raise ProtocolError(f"invalid masked ciphertexts: {exc}") from None
-            else:
-                own_shares = np.zeros((len(hits), 0), dtype=np.uint64)
             parts = [own_shares, peer_shares] if is_sender else [peer_shares, own_shares]
             shares = np.hstack(parts).astype(np.uint64)
 
