@@ -63,13 +63,12 @@ def worker(args: argparse.Namespace) -> None:
     from veil.psi.transport import Identity, Listener, connect
 
     k, dp, f = SCENARIOS[args.scenario]
-    data = _data(args.role, args.n, k, f, seed=7)
     home = Path(os.environ["VEIL_HOME"])
     me = Identity(home / f"{args.role}.crt", home / f"{args.role}.key")
     other = home / ("receiver.crt" if args.role == "sender" else "sender.crt")
     config = PsiConfig(args.role, input_dp=dp, epsilon=2.0, queries=10,
                        packing=PACKING.get(args.scenario, "masker"))
-    party = PsiParty(config, data)
+    party = PsiParty(config, _data(args.role, args.n, k, f, seed=7))  # the party owns the data
     if args.role == "sender":
         listener = Listener("127.0.0.1", args.port, me, other)
         channel = listener.accept(timeout=3600)

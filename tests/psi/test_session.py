@@ -198,18 +198,20 @@ def test_payload_streams_in_chunks(monkeypatch: pytest.MonkeyPatch, receiver_fea
         assert pairs == {(i * 3 + 1, i + 100) for i in range(12)}  # rows aligned across parties
 
 
-def test_payload_chunk_out_of_order_aborts() -> None:
-    from veil.psi.messages import Ciphertexts
+@pytest.mark.parametrize("kind", ["Ciphertexts", "Masked"])
+def test_payload_chunk_out_of_order_aborts(kind: str) -> None:
+    from veil.psi import messages
 
+    cls = getattr(messages, kind)
     cfg = dict(input_dp=False)
     s = PsiParty(PsiConfig("sender", **cfg), PartyData(_ids(["a", "b"]), SENDER_F[:2]))
     r = PsiParty(PsiConfig("receiver", **cfg), PartyData(_ids(["b", "c"]), SENDER_F[:2]))
     out_s, out_r = s.start(), r.start()
-    while not isinstance(out_s, Ciphertexts):
+    while not isinstance(out_s, cls):
         out_s, out_r = s.receive(out_r), r.receive(out_s)
-    bad = Ciphertexts(out_s.sizes, 1, out_s.data)
+    fields = {**vars(out_s), "chunk": 1}
     with pytest.raises(ProtocolError, match="wrong size or order"):
-        r.receive(bad)
+        r.receive(cls(**fields))
 
 
 def test_out_of_order_and_bad_elements() -> None:

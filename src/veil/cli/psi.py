@@ -111,6 +111,7 @@ def run(
                     tasks[phase] = progress.add_task(phase, total=None)
 
             party = PsiParty(config, data, progress=on_phase)
+            del data  # the party holds what it needs; the rest can go before the big phases
             if listen is not None:
                 host, port = _hostport(listen)
                 listener = Listener(host, port, me, peer_cert)

@@ -289,6 +289,7 @@ class PsiParty:
 
         # Dummies (IntersectMask, spec §4) and the private row order.
         items, features = self._padded_rows(tau, common_seed)
+        self._ids = []  # a session runs once; at N = 10^6 the ID lists are ~70 MB
         perm = _permutation(n_pad, self._random)
         keys_ec = [g.random_scalar(self._random) for _ in range(k)]
 
@@ -333,6 +334,7 @@ class PsiParty:
             order = unmatched[sigma]
             col_c = peer_cols[c * peer_pad * es : (c + 1) * peer_pad * es]
             blinded = self._exp(keys_ec[c], _rows(col_c, es, order))
+            del col_c
             own_unmatched = n_pad - sum(sizes)
             self._max_incoming = 64 + 8 * k + own_unmatched * es
             peer_b = self._expect((yield Blinded(c, tuple(sizes), blinded)), Blinded)
@@ -350,6 +352,8 @@ class PsiParty:
             matched[order[hit]] = True
             match_value[order[hit]] = theirs[hit]
             sizes.append(int(hit.sum()))
+
+        del cols, peer_cols, peer_col0, back, own_dbl  # the round frames (~50 MB per 10^6 rows)
 
         # Phase E: payload, or just confirm the sizes.
         if f == 0 and f_peer == 0:

@@ -276,11 +276,6 @@ def choose_tau(
     path = _cache_path(cache_dir)
     key = _cache_key(compositions, eps, d)
     hit = _cached(path, key, d) if use_disk_cache else None
-    if hit is not None:
-        # The file is only as trustworthy as $VEIL_HOME: one PLD evaluation (a search costs
-        # dozens) re-checks the entry, so an edited cache can never lower the noise.
-        achieved = delta_for_tau(hit[0], compositions, eps)
-        hit = (hit[0], achieved) if achieved <= d else None
     if hit is None:
         hit = _search(compositions, eps, d)
         if use_disk_cache:
