@@ -90,9 +90,10 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def release_free_memory() -> None:
-    """Hand freed memory back to the OS between payload batches. gmpy2's big-integer
-    temporaries are spread over the pool threads' malloc arenas, which otherwise keep their
-    freed pages and lift a 10^6-row run's peak RSS by a few hundred MB."""
+    """Hand freed memory back to the OS after each masking / decryption batch. Those run on pool
+    threads, whose malloc arenas otherwise keep the freed pages of gmpy2's big-integer
+    temporaries: at N = 10^6 the peak RSS was ~1.05 GB without this and ~0.62 GB with it.
+    (Encryption runs on the main thread, whose arena glibc trims by itself.)"""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
@@ -119,9 +120,7 @@ def encrypt_chunk(keys: Keys, features: np.ndarray, index: int, params: PayloadP
     """Chunk `index` of the owner's rows (already in its private order), feature-major:
     encrypted by CRT with the owner's private key, so only one chunk is ever held."""
     rows = features[index * CHUNK_ROWS : (index + 1) * CHUNK_ROWS]
-    data = b"".join(encrypt_payload(keys.private, rows[:, j]).buffer for j in range(rows.shape[1]))
-    release_free_memory()
-    return data
+    return b"".join(encrypt_payload(keys.private, rows[:, j]).buffer for j in range(rows.shape[1]))
 
 
 class PeerCiphertexts:
