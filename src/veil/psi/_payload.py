@@ -2,10 +2,12 @@
 
 The owner streams its features, one ciphertext per padded row, in chunks of `CHUNK_ROWS` rows
 (feature-major within a chunk), encrypting each chunk by CRT just before it is sent. The masker
-keeps only the intersection rows, in output order (ascending match value), and calls
-`mask_and_pack`, which packs ~19 rows into one ciphertext, adds per-slot masks and re-randomises
-(spec §12.1); the owner decrypts one ciphertext per ~19 rows. Neither side ever holds a whole
-ciphertext column: at N = 10^6 that is 512 MB per feature.
+keeps only the intersection rows, in output order (ascending match value), and returns them in
+batches: by default (`packing="masker"`) `mask_and_pack` packs ~19 rows into one ciphertext, adds
+per-slot masks and re-randomises (spec §12.1), and the owner decrypts one ciphertext per ~19 rows;
+with `packing="owner"` every row comes back masked and re-randomised and the owner packs them
+under its private key. Neither side ever holds a whole ciphertext column (512 MB per feature at
+N = 10^6).
 """
 
 from __future__ import annotations
