@@ -265,7 +265,7 @@ class PaillierPrivateKey:
     @cached_property
     def _crt_tables(self) -> tuple[list[list[mpz]], list[list[mpz]], mpz]:
         pk = self.public_key
-        p2, q2 = self.p * self.p, self.q * self.q
+        p2, q2 = self._crt[:2]
         bits, w = pk.exponent_bits, _CRT_WINDOW
         tp = _fixed_base_table(pk.hs % p2, p2, bits, w)
         tq = _fixed_base_table(pk.hs % q2, q2, bits, w)
@@ -281,7 +281,7 @@ class PaillierPrivateKey:
         plain = _to_int_list(values)
         pk._check_plain(plain, "plaintexts")
         n, bits = pk.n, pk.exponent_bits
-        p2, q2 = self.p * self.p, self.q * self.q
+        p2, q2 = self._crt[:2]
         tp, tq, p2_inv = self._crt_tables
 
         def chunk(ms: list[int]) -> list[mpz]:

@@ -86,6 +86,12 @@ class PackingLayout:
         return math.ceil(count / self.slots)
 
 
+def _random_mask(statistical_bits: int) -> int:
+    """r uniform in [2^64, 2^(64+sigma)): value + r fits its slot and hides the value."""
+    low = 1 << VALUE_BITS
+    return low + secrets.randbelow((1 << (VALUE_BITS + statistical_bits)) - low)
+
+
 def _to_uint64_array(values: list[int]) -> npt.NDArray[np.uint64]:
     import numpy as np
 
@@ -127,10 +133,6 @@ def mask_and_pack(
     groups = [cs[i : i + layout.slots] for i in range(0, len(cs), layout.slots)]
     n, n2, s = public_key.n, public_key.n2, layout.slot_bits
     shift = mpz(1) << s
-    low, span = (
-        mpz(1) << VALUE_BITS,
-        (mpz(1) << (VALUE_BITS + statistical_bits)) - (mpz(1) << VALUE_BITS),
-    )
     _ = public_key._table
 
     def pack(chunk: list[list[mpz]]) -> list[tuple[mpz, list[int]]]:
@@ -139,7 +141,7 @@ def mask_and_pack(
             packed = group[0]
             for c in group[1:]:
                 packed = gmpy2.powmod(packed, shift, n2) * c % n2
-            masks = [low + secrets.randbelow(int(span)) for _ in group]
+            masks = [_random_mask(statistical_bits) for _ in group]
             total = mpz(0)
             for r in masks:
                 total = (total << s) + r
@@ -215,14 +217,12 @@ def mask_rows(
         raise KeyMismatchError("ciphertexts are not under the given public key")
     PackingLayout.for_key(public_key, statistical_bits, packing=False)  # validates sigma
     n, n2 = public_key.n, public_key.n2
-    low = 1 << VALUE_BITS
-    span = (1 << (VALUE_BITS + statistical_bits)) - low
     _ = public_key._table
 
     def mask(chunk: list[mpz]) -> list[tuple[mpz, int]]:
         out = []
         for c in chunk:
-            r = low + secrets.randbelow(span)
+            r = _random_mask(statistical_bits)
             out.append((c * (1 + n * r) % n2 * public_key._randomiser() % n2, -r % _VALUE_MOD))
         return out
 
@@ -242,7 +242,7 @@ def pack_and_decrypt(
     if ciphertexts.public_key != private_key.public_key:
         raise KeyMismatchError("ciphertexts are not under this private key")
     slots = owner_slots(private_key, statistical_bits)
-    s = VALUE_BITS + statistical_bits + 1
+    s = PackingLayout.for_key(private_key.public_key, statistical_bits).slot_bits
     p = private_key.p
     p2, _, hp, _, _ = private_key._crt
     shift = mpz(1) << s
