@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from veil.sdk import connect, load, publish
+    from veil.sdk import aggregate, connect, load, publish
     from veil.sdk import dp as dp
 
-__all__ = ["__version__", "connect", "dp", "load", "publish"]
+__all__ = ["__version__", "aggregate", "connect", "dp", "load", "publish"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: the CLI and the server import `veil.*` parts without paying for pandas.
-    if name in {"connect", "load", "publish", "dp", "stage"}:
+    if name in {"aggregate", "connect", "load", "publish", "dp", "stage"}:
         import veil.sdk
 
         return getattr(veil.sdk, name)

@@ -23,6 +23,7 @@ __all__ = [
     "ColumnSpec",
     "DatasetPolicy",
     "MockViewSpec",
+    "PrivacyUnitSpec",
     "SampleViewSpec",
     "SchemaSpec",
     "SyntheticViewSpec",
@@ -152,6 +153,21 @@ class AttestationSpec(_Strict):
         return _unique(v, "attestation.allowed_backends")
 
 
+Category = str | int | bool
+
+
+class PrivacyUnitSpec(_Strict):
+    """Whom the DP guarantee protects: all rows sharing one value of ``id_column``.
+
+    The release executor keeps at most ``max_contributions`` rows per id (rows beyond are
+    dropped, rows with no id are dropped), so one unit changes at most that many rows; DP costs
+    are OpenDP's privacy map at that distance. Without this section the unit is one row.
+    """
+
+    id_column: str = Field(min_length=1, max_length=256)
+    max_contributions: int = Field(default=1, ge=1, le=10_000)
+
+
 class DatasetPolicy(_Strict):
     """Who may use a dataset, how jobs are approved, and which outputs/views are allowed."""
 
@@ -165,6 +181,11 @@ class DatasetPolicy(_Strict):
     schema_spec: SchemaSpec | None = Field(default=None, alias="schema")
     budget: BudgetPolicy | None = None
     attestation: AttestationSpec | None = None
+    privacy_unit: PrivacyUnitSpec | None = None
+    # Public group keys per column: the only keys a DP group-by may release.
+    categories: dict[str, list[Category]] = Field(default_factory=dict)
+    # What the release executor does with aggregate-table groups below min_group_size.
+    small_groups: Literal["drop", "refuse"] = "refuse"
 
     @field_validator("consumers")
     @classmethod
@@ -178,6 +199,23 @@ class DatasetPolicy(_Strict):
             if not _BACKEND.match(b):
                 raise ValueError("backend names are lowercase letters, digits and '-'")
         return _unique(v, "allowed_backends")
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, v: dict[str, list[Category]]) -> dict[str, list[Category]]:
+        for column, values in v.items():
+            if not values or len(values) > 10_000:
+                raise ValueError(f"categories.{column} must list 1 to 10000 public values")
+            if len({json.dumps(x) for x in values}) != len(values):
+                raise ValueError(f"categories.{column} must not repeat")
+        return v
+
+    def public_rules(self) -> dict[str, Any]:
+        """What a consumer may see to develop DP queries: the unit and the public keys."""
+        return {"privacy_unit": None if self.privacy_unit is None
+                else self.privacy_unit.model_dump(mode="json"),
+                "categories": self.categories, "min_group_size": self.min_group_size,
+                "small_groups": self.small_groups}
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)

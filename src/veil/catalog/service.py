@@ -9,6 +9,7 @@ worker preparing a secure-stage run.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from veil.crypto.envelope import DataKey, DecryptingReader, EncryptingWriter
 from veil.crypto.keyring import LocalKeyring
 from veil.identity import Caller, Conflict, Forbidden, NotFound, Role, check_name
 from veil.store.blobs import BlobStore
-from veil.store.models import Dataset, DatasetView, Party
+from veil.store.models import Dataset, DatasetView, Job, Party
 
 VIEW_PREFERENCE = ("synthetic", "sample", "mock")
 
@@ -118,6 +119,28 @@ class Catalog:
                              "dp_spent": {v.kind: v.meta["dp"] for v in views if "dp" in v.meta}})
         return dataset
 
+    # -- job outputs: encrypted at rest like datasets --------------------------------------
+    def put_output(self, job: Job, name: str, data: bytes) -> None:
+        """Seal an output under a fresh data key wrapped by the consumer party's KEK."""
+        dek = DataKey.generate()
+        context = _output_context(job.id, name)
+        wrapped = self.keyring.kek(job.party_id).wrap(dek, context=context)
+        sealed = io.BytesIO()
+        with EncryptingWriter(sealed, dek, context=context) as writer:
+            writer.write(data)
+        self.blobs.put(_output_key(job.id, name),
+                       len(wrapped).to_bytes(2, "big") + wrapped + sealed.getvalue())
+
+    def get_output(self, job: Job, name: str) -> bytes:
+        blob = self.blobs.get(_output_key(job.id, name))
+        size = int.from_bytes(blob[:2], "big")
+        context = _output_context(job.id, name)
+        dek = self.keyring.kek(job.party_id).unwrap(blob[2:2 + size], context=context)
+        return DecryptingReader(io.BytesIO(blob[2 + size:]), dek, context=context).read()
+
+    def delete_output(self, job: Job, name: str) -> None:
+        self.blobs.delete_prefix(_output_key(job.id, name))
+
     def discard_blobs(self, dataset_id: str) -> None:
         self.blobs.delete_prefix(f"datasets/{dataset_id}")
 
@@ -187,6 +210,14 @@ def public_view_meta(meta: dict[str, Any]) -> dict[str, Any]:
 
 def policy_of(dataset: Dataset) -> DatasetPolicy:
     return DatasetPolicy.model_validate(dataset.policy)
+
+
+def _output_key(job_id: str, name: str) -> str:
+    return f"jobs/{job_id}/outputs/{name}"
+
+
+def _output_context(job_id: str, name: str) -> bytes:
+    return f"veil/job/{job_id}/output/{name}".encode()
 
 
 def _context(dataset_id: str, what: str) -> bytes:

@@ -48,6 +48,28 @@ def digest(
 
 
 @app.command()
+def pin(
+    outputs_dir: Path = typer.Argument(..., exists=True, file_okay=False,
+                                       help="the $VEIL_OUTPUTS folder of a stage-1 run"),
+    to: Path = typer.Option(Path("veil.plans.json"), "--to", "-o"),
+) -> None:
+    """Pin the queries a stage-1 run published: add the file to the bundle you submit."""
+    from veil.privacy.plans import PINNED_PLANS_FILE, PlanError, pin_plans
+    from veil.sdk.outputs import collect_plans
+
+    if to.name != PINNED_PLANS_FILE:
+        err_console.print(f"[red]error[/red]: the file must be named {PINNED_PLANS_FILE}")
+        raise typer.Exit(1)
+    try:
+        plans = collect_plans(outputs_dir)
+    except (PlanError, OSError, ValueError) as exc:
+        err_console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(1) from None
+    to.write_bytes(pin_plans(plans))
+    console.print(f"pinned {len(plans)} plan(s) in {to}: {', '.join(sorted(plans)) or '-'}")
+
+
+@app.command()
 def submit(
     files: list[Path] = FilesArg,
     inputs: list[str] = InputsOpt,

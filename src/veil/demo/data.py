@@ -45,7 +45,13 @@ def insurer_claims(patients: int = 3000, seed: int = 11) -> pd.DataFrame:
 HOSPITAL_POLICY = """\
 consumers = ["university"]
 min_group_size = 20
+small_groups = "drop"
 allowed_backends = ["local-sandbox"]
+categories = { region = ["north", "south", "east", "west"] }
+
+[privacy_unit]             # DP protects a patient: at most 4 visits of each are used
+id_column = "patient_id"
+max_contributions = 4
 
 [approval]
 mode = "manual"
@@ -65,7 +71,13 @@ rule = "basic"
 INSURER_POLICY = """\
 consumers = ["university"]
 min_group_size = 25
+small_groups = "drop"
 allowed_backends = ["local-sandbox"]
+categories = { plan = ["basic", "plus", "premium"] }
+
+[privacy_unit]
+id_column = "patient_id"
+max_contributions = 1
 
 [approval]
 mode = "manual"

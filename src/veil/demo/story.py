@@ -27,7 +27,8 @@ from veil.sdk.client import ApiError, Client
 
 NOTEBOOK = "analysis.ipynb"
 INPUTS = ("hospital/visits", "insurer/claims")
-OUTPUTS = ("claims_by_region", "matched_visits", "dp_mean_claim")
+OUTPUTS = ("claims_by_region", "matched_visits", "dp_mean_claim", "dp_visit_cost_plus_premium")
+TRUSTED_OUTPUTS = ("claims_by_region", "dp_mean_claim", "dp_visit_cost_plus_premium")
 
 
 class DemoFailed(RuntimeError):
@@ -110,16 +111,20 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
             cost = f" (DP synthetic, epsilon {dp['epsilon']:.3g} {dp['method']})" if dp else ""
             console.print(f"stage 1: researcher sees [bold]{name}[/bold] as a "
                           f"[cyan]{kind}[/cyan] view with {seen[name][1]:,} rows{cost}")
-        stage1 = _run_locally(work, url, researcher_token)
+        stage1, plans = _run_locally(work, url, researcher_token)
+        console.print(f"stage 1: pinned the plans of {', '.join(sorted(plans))}")
     with timings.phase("submit + approvals"):
         job = researcher.submit({NOTEBOOK: notebook}, entrypoint=NOTEBOOK, inputs=INPUTS,
-                                outputs=OUTPUTS)
+                                outputs=OUTPUTS, plans=plans)
         console.print(f"job {job['id']} submitted; bundle digest [bold]{job['digest']}[/bold]")
-        for provider in (hospital, insurer):
-            code = provider.bundle_file(job["id"], NOTEBOOK)
-            from veil.jobs.bundle import make_bundle
+        from veil.jobs.bundle import make_bundle
+        from veil.privacy.plans import PINNED_PLANS_FILE
 
-            local = make_bundle({NOTEBOOK: code}, entrypoint=NOTEBOOK, inputs=INPUTS,
+        for provider in (hospital, insurer):
+            # A steward reads the code and the pinned plans, then approves what they read.
+            files = {name: provider.bundle_file(job["id"], name)
+                     for name in (NOTEBOOK, PINNED_PLANS_FILE)}
+            local = make_bundle(files, entrypoint=NOTEBOOK, inputs=INPUTS,
                                 outputs=OUTPUTS, runtime=job["runtime"]).digest
             if local != job["digest"]:
                 raise DemoFailed("the reviewed bundle does not match the job's digest")
@@ -135,6 +140,12 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
             raise DemoFailed(str(exc)) from None
         if job["state"] == "failed":
             raise DemoFailed(f"the secure run failed: {job['reason']}")
+    gated = {o["name"]: o for o in job["outputs"]}
+    for name in TRUSTED_OUTPUTS:  # computed by the release executor, released by the gate alone
+        o = gated.get(name)
+        if o is None or o["kind"] not in ("dp", "aggregate") or o["status"] != "released":
+            raise DemoFailed(f"{name} was not computed and released by the release executor: "
+                             f"{o and (o['kind'], o['status'], o['reason'])}")
     attestation = (job.get("result") or {}).get("attestation") or {}
     if "overhead_s" in attestation:  # measured by the worker inside the run above
         timings.phases.append(("  of which attest + key release", attestation["overhead_s"]))
@@ -151,7 +162,8 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
                for name, o in released.items() if o["status"] == "released"}
         stage2 = {name: _decode(released[name]["kind"], data) for name, data in raw.items()}
     with timings.phase("verify attestation token"):
-        verified = _verify_token(url, researcher_token, job["id"], work, raw, notebook, console)
+        verified = _verify_token(url, researcher_token, job["id"], work, raw,
+                                 [work / NOTEBOOK, work / PINNED_PLANS_FILE], console)
     _print_results(console, stage1, stage2, released)
     _print_budgets(console, researcher, stage2.get("dp_mean_claim"))
     if set(stage2) != set(OUTPUTS):
@@ -165,7 +177,7 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
 
 
 def _verify_token(url: str, token: str, job_id: str, work: Path, raw: dict[str, bytes],
-                  notebook: bytes, console: Console) -> dict[str, Any]:
+                  bundle_files: list[Path], console: Console) -> dict[str, Any]:
     """What a consumer does with `veil attest verify`: only the JWKS is trusted."""
     from veil.cli.attest import verify_token
 
@@ -183,7 +195,7 @@ def _verify_token(url: str, token: str, job_id: str, work: Path, raw: dict[str, 
     for entry in body["manifest"]["outputs"]:
         if entry["name"] in raw:
             (folder / entry["file"]).write_bytes(raw[entry["name"]])
-    verdict = verify_token(body["token"], jwks.json(), bundle_files=[work / NOTEBOOK],
+    verdict = verify_token(body["token"], jwks.json(), bundle_files=bundle_files,
                            outputs_dir=folder)
     claims = verdict.claims
     xv = claims.get("x-veil", {})
@@ -203,10 +215,13 @@ def _verify_token(url: str, token: str, job_id: str, work: Path, raw: dict[str, 
     return summary
 
 
-def _run_locally(work: Path, url: str, token: str) -> dict[str, Any]:
-    """Execute the notebook in the Programming Stage, as Jupyter would."""
+def _run_locally(work: Path, url: str, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Execute the notebook in the Programming Stage, as Jupyter would; (results, plans)."""
     import nbformat
     from nbclient import NotebookClient
+
+    from veil.privacy.plans import PINNED_PLANS_FILE, pin_plans
+    from veil.sdk.outputs import collect_plans
 
     outputs = work / "stage1-outputs"
     outputs.mkdir()
@@ -224,8 +239,17 @@ def _run_locally(work: Path, url: str, token: str) -> dict[str, Any]:
             else:
                 os.environ[key] = value
     manifest = json.loads((outputs / "manifest.json").read_text())
-    return {o["name"]: _decode(o["kind"], (outputs / o["file"]).read_bytes())
-            for o in manifest["outputs"]}
+    results = {}
+    for o in manifest["outputs"]:
+        if o["kind"] == "plan":  # a declared query: show its result on the views
+            view = o["meta"]["view_file"]
+            results[o["name"]] = _decode("aggregate" if view.endswith(".parquet") else "dp",
+                                         (outputs / view).read_bytes())
+        else:
+            results[o["name"]] = _decode(o["kind"], (outputs / o["file"]).read_bytes())
+    plans = collect_plans(outputs)
+    (work / PINNED_PLANS_FILE).write_bytes(pin_plans(plans))
+    return results, plans
 
 
 def _print_budgets(console: Console, researcher: Client, dp_result: Any) -> None:
@@ -241,7 +265,7 @@ def _print_budgets(console: Console, researcher: Client, dp_result: Any) -> None
 
 
 def _decode(kind: str, data: bytes) -> Any:
-    if kind == "table":
+    if kind in ("table", "aggregate"):
         return pd.read_parquet(io.BytesIO(data))
     value = json.loads(data)
     return value["value"] if kind == "scalar" else value

@@ -36,6 +36,7 @@ from veil.catalog.policy import AttestationSpec
 from veil.catalog.service import Catalog, policy_of
 from veil.crypto.keys import SigningKeyRing
 from veil.jobs.lifecycle import State
+from veil.release.executor import code_digest as executor_code_digest
 from veil.release.manifest import ManifestError, read_manifest
 from veil.store.db import Database
 from veil.store.models import Approval, Dataset, Job
@@ -293,6 +294,12 @@ class JobLaunch:
                     [(self._agent_dir, AGENT_SANDBOX_DIR)])
         return {"VEIL_KEY_AGENT": str(self._agent_dir / _AGENT_SOCKET)}, []
 
+    @property
+    def agent_socket(self) -> Path:
+        """The key agent's socket on the host, for the release executor after the run."""
+        assert self._agent_dir is not None
+        return self._agent_dir / _AGENT_SOCKET
+
     def denial_reason(self) -> str | None:
         with self._lock:
             return self.denials[0] if self.denials else None
@@ -421,7 +428,8 @@ def plan_launch(services: AttestationServices, db: Database, catalog: Catalog, s
 
     log = measure_launch(
         bundle_digest=job.digest,
-        runtime={"veil": __version__, "bundle_runtime": str(manifest["runtime"])},
+        runtime={"veil": __version__, "bundle_runtime": str(manifest["runtime"]),
+                 "release_executor": executor_code_digest()},
         inputs=measured,
         backend=dict(backend_config),
         bundle_runtime=str(manifest["runtime"]),

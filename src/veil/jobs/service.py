@@ -33,6 +33,7 @@ def submit(session: Session, catalog: Catalog, caller: Caller, files: Mapping[st
     if sum(len(v) for v in files.values()) > max_bundle_bytes:
         raise BundleError(f"bundle exceeds {max_bundle_bytes} bytes")
     bundle = make_bundle(files, entrypoint=entrypoint, inputs=inputs, outputs=outputs)
+    _check_pinned_plans(bundle)
     datasets: list[Dataset] = []
     for name in bundle.inputs:
         dataset = catalog.lookup(session, name)
@@ -58,6 +59,27 @@ def submit(session: Session, catalog: Catalog, caller: Caller, files: Mapping[st
             _decide(session, job, dataset.party_id, "approve", actor="policy:auto")
     _maybe_approve(session, job)
     return job
+
+
+def _check_pinned_plans(bundle: Bundle) -> None:
+    """Plans pinned in the bundle must parse, and name declared outputs over declared inputs."""
+    from veil.privacy.plans import PINNED_PLANS_FILE, PlanError, parse_pinned
+
+    raw = bundle.files.get(PINNED_PLANS_FILE)
+    if raw is None:
+        return
+    try:
+        plans = parse_pinned(raw)
+    except PlanError as exc:
+        raise BundleError(f"{PINNED_PLANS_FILE}: {exc}") from None
+    for name, doc in plans.items():
+        if name not in bundle.outputs:
+            raise BundleError(f"{PINNED_PLANS_FILE} pins {name!r}, which is not a declared "
+                              "output of the job")
+        outside = [s for s in doc.query.relation.sources if s not in bundle.inputs]
+        if outside:
+            raise BundleError(f"the plan of {name!r} reads {outside[0]!r}, which is not an "
+                              "input of the job")
 
 
 def load_bundle(catalog: Catalog, job: Job) -> Bundle:
@@ -186,7 +208,7 @@ __all__ = ["BundleError", "JobError", "approve", "cancel", "describe", "get", "r
 
 
 def review_output(session: Session, caller: Caller, job_id: str, name: str, decision: str,
-                  reason: str | None) -> Job:
+                  reason: str | None, *, catalog: Catalog | None = None) -> Job:
     """A provider's verdict on an output waiting for review.
 
     Released once every provider of the job's data approved it; rejected by
@@ -216,6 +238,8 @@ def review_output(session: Session, caller: Caller, job_id: str, name: str, deci
                  detail={"output": name})
     if decision == "reject":
         output.status, output.reason = REJECTED, reason or f"rejected by {caller.party}"
+        if catalog is not None:  # a rejected output is never kept
+            catalog.delete_output(job, name)
     elif providers_of(job) <= {r.party_id for r in output.reviews if r.decision == "approve"}:
         output.status, output.reason = RELEASED, None
     session.flush()

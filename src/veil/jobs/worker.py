@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -27,12 +28,26 @@ from veil.catalog.service import Catalog, policy_of
 from veil.jobs.launcher import AttestationServices, JobLaunch, LaunchError, plan_launch
 from veil.jobs.lifecycle import StaleState, State, transition
 from veil.jobs.service import load_bundle
-from veil.release import PENDING, Decision, InputRules, ManifestError, evaluate, ledger
+from veil.privacy.plans import PINNED_PLANS_FILE, parse_pinned
+from veil.release import PENDING, REFUSED, Decision, InputRules, ManifestError, evaluate, ledger
+from veil.release.executor import ExecutorError, ExecutorReport, execute_plans
 from veil.store.db import Database
 from veil.store.models import Job, Output, utcnow
 from veil.tee.sandbox import SandboxBackend, SandboxLimits, SandboxRequest
 
 log = logging.getLogger("veil.worker")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Everything one run needs, read from the database before the sandbox starts."""
+
+    request: SandboxRequest
+    rules: list[InputRules]
+    launch: JobLaunch
+    index: dict[str, Any]
+    public_rules: dict[str, dict[str, Any]]
+    pinned: dict[str, str]  # output name -> plan digest fixed in the approved bundle
 
 
 @dataclass
@@ -112,7 +127,8 @@ class Worker:
         stop_beat = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, stop_beat), daemon=True)
         try:
-            request, rules, launch = self._prepare(job_id, workdir)
+            prepared = self._prepare(job_id, workdir)
+            request, launch = prepared.request, prepared.launch
             beat.start()
             # The workload gets its keys only from the attested key agent of this launch.
             with launch:
@@ -120,6 +136,12 @@ class Worker:
                 request = replace(request, env={**request.env, **env},
                                   extra_rw_binds=[*request.extra_rw_binds, *binds])
                 result = self.backend.run(request)
+                report = None
+                if result.ok:  # the workload has exited: trusted code evaluates its plans
+                    report = execute_plans(request.outputs_dir, request.inputs_dir,
+                                           prepared.index, prepared.public_rules,
+                                           launch.agent_socket,
+                                           timeout_s=float(self.limits.wall_seconds))
                 shutil.rmtree(request.inputs_dir, ignore_errors=True)
                 final = launch.final_attestation(request.outputs_dir) if result.ok else None
             stop_beat.set()
@@ -132,11 +154,17 @@ class Worker:
                             "attestation": {k: round(v, 4) for k, v in launch.timing.items()}})
                 return
             token, manifest, summary = final
-            self._release(job_id, request.outputs_dir, rules, {
+            assert report is not None
+            self._release(job_id, request.outputs_dir, prepared, report, {
                 "duration_s": round(result.duration_s, 3),
                 "sandbox_start_s": result.sandbox_start_s,
                 "backend": result.backend, "insecure": result.insecure,
+                "executor": {"plans": len(report.executed) + len(report.failed),
+                             "seconds": report.seconds},
                 "attestation": summary}, attestation=(token, manifest))
+        except ExecutorError as exc:  # data-free by construction
+            log.warning("job %s: %s", job_id, exc)
+            self._fail(job_id, f"outputs rejected: {exc}", {})
         except LaunchError as exc:  # measured, data-free messages
             log.warning("job %s: %s", job_id, exc)
             self._fail(job_id, str(exc), {})
@@ -147,8 +175,7 @@ class Worker:
             stop_beat.set()
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _prepare(self, job_id: str, workdir: Path
-                 ) -> tuple[SandboxRequest, list[InputRules], JobLaunch]:
+    def _prepare(self, job_id: str, workdir: Path) -> _Prepared:
         shutil.rmtree(workdir, ignore_errors=True)
         bundle_dir, inputs_dir, outputs_dir = (workdir / "bundle", workdir / "inputs",
                                                workdir / "outputs")
@@ -164,6 +191,11 @@ class Worker:
                 raise LaunchError("no attestation services configured; refusing to run")
             rules = [InputRules(inp.dataset.id, inp.dataset.full_name,
                                 policy_of(inp.dataset).min_group_size) for inp in job.inputs]
+            public_rules = {inp.dataset.full_name: policy_of(inp.dataset).public_rules()
+                            for inp in job.inputs}
+            pinned_file = bundle.files.get(PINNED_PLANS_FILE)
+            pinned = ({} if pinned_file is None else
+                      {name: doc.digest for name, doc in parse_pinned(pinned_file).items()})
             # Only ciphertext is staged; keys come from the broker inside the sandbox.
             launch, index = plan_launch(
                 self.attestation, self.db, self.catalog, session, job, inputs_dir,
@@ -177,13 +209,16 @@ class Worker:
         request = SandboxRequest(bundle_dir=bundle_dir, entrypoint=entrypoint,
                                  inputs_dir=inputs_dir, outputs_dir=outputs_dir,
                                  limits=self.limits, env={"VEIL_JOB_ID": job_id})
-        return request, rules, launch
+        return _Prepared(request, rules, launch, index, public_rules, pinned)
 
-    def _release(self, job_id: str, outputs_dir: Path, rules: list[InputRules],
-                 result: dict[str, object],
+    def _release(self, job_id: str, outputs_dir: Path, prepared: _Prepared,
+                 report: ExecutorReport, result: dict[str, object],
                  attestation: tuple[str, dict[str, object]] | None = None) -> None:
         try:
-            decisions = evaluate(outputs_dir, rules, max_output_bytes=self.limits.output_bytes)
+            decisions = evaluate(outputs_dir, prepared.rules,
+                                 max_output_bytes=self.limits.output_bytes,
+                                 executed=report.executed, failed=report.failed,
+                                 pinned=prepared.pinned)
         except ManifestError as exc:
             self._fail(job_id, f"outputs rejected: {exc}", result)
             return
@@ -194,6 +229,12 @@ class Worker:
                 return  # recovered by someone else meanwhile; their run wins
             if attestation is not None:
                 job.attestation_token, job.output_manifest = attestation
+            if report.executed or report.failed:
+                audit.record(session, actor="system:executor", action="job.plans_executed",
+                             subject=job.id, detail={
+                                 "executed": sorted(report.executed),
+                                 "failed": {n: f.reason for n, f in report.failed.items()},
+                                 "seconds": report.seconds})
             ledger.charge(session, job_id=job.id, party_id=job.party_id,
                           datasets=[inp.dataset for inp in job.inputs], decisions=decisions)
             for decision in decisions:
@@ -205,7 +246,8 @@ class Worker:
 
     def _store_output(self, session: Session, job: Job, decision: Decision) -> None:
         entry = decision.entry
-        self.catalog.blobs.put(f"jobs/{job.id}/outputs/{entry.name}", decision.path.read_bytes())
+        if decision.status != REFUSED:  # refused outputs are never kept; the rest encrypted
+            self.catalog.put_output(job, entry.name, decision.path.read_bytes())
         session.add(Output(job_id=job.id, name=entry.name, kind=entry.kind,
                            media_type=decision.media_type, sha256=entry.sha256, size=entry.size,
                            status=decision.status, reason=decision.reason,

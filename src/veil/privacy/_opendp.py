@@ -16,7 +16,9 @@ from veil.privacy.errors import InvalidParameterError
 
 dp.enable_features("contrib")
 
-#: Neighbouring relation for every Veil mechanism: datasets differing by one added or removed row.
+#: Default neighbouring relation: datasets differing by one added or removed row. A declared
+#: query over a dataset with a privacy unit (see ``veil.privacy.plans``) passes the unit's
+#: contribution bound instead.
 D_IN = 1
 
 
@@ -68,18 +70,29 @@ def check_scale(scale: object) -> float:
     return value
 
 
-def calibrate(make: Callable[[float], Any], epsilon: float, guess: float | None = None) -> float:
-    """Noise scale whose OpenDP privacy map at one row change is within [eps(1-1e-6), eps].
+def check_d_in(d_in: object) -> int:
+    """The symmetric distance a privacy unit can move the data by (contribution bound)."""
+    if isinstance(d_in, bool) or not isinstance(d_in, int) or not 1 <= d_in <= 1_000_000:
+        raise InvalidParameterError("d_in (rows one privacy unit may change) must be an "
+                                    "integer in [1, 1000000]")
+    return d_in
 
-    A closed-form ``guess`` is tried first (building polars measurements is slow); OpenDP's
-    binary search is the fallback, so the map always has the last word.
+
+def calibrate(make: Callable[[float], Any], epsilon: float, guess: float | None = None, *,
+              d_in: int = D_IN) -> float:
+    """Noise scale whose OpenDP privacy map at ``d_in`` changed rows is within
+    [eps(1-1e-6), eps].
+
+    A closed-form ``guess`` (for one row) is tried first, scaled by ``d_in`` (building polars
+    measurements is slow); OpenDP's binary search is the fallback, so the map always has the
+    last word.
     """
     if guess is not None and math.isfinite(guess) and guess > 0:
-        for g in (guess, guess * (1 + 1e-7)):
-            spent = float(make(g).map(D_IN))
+        for g in (guess * d_in, guess * d_in * (1 + 1e-7)):
+            spent = float(make(g).map(d_in))
             if epsilon * (1 - 1e-6) <= spent <= epsilon:
                 return g
     try:
-        return float(dp.binary_search_param(make, d_in=D_IN, d_out=epsilon, T=float))
+        return float(dp.binary_search_param(make, d_in=d_in, d_out=epsilon, T=float))
     except dp.OpenDPException as exc:  # pragma: no cover - only on absurd epsilons
         raise InvalidParameterError(f"no noise scale achieves epsilon={epsilon!r}") from exc

@@ -28,6 +28,7 @@ from veil.privacy._opendp import (
     D_IN,
     calibrate,
     check_bounds,
+    check_d_in,
     check_epsilon,
     check_scale,
 )
@@ -194,8 +195,13 @@ def _mag(b: tuple[float, float]) -> float:
     return max(abs(b[0]), abs(b[1])) * (1 + 1e-6)
 
 
-def _spent(meas: Any) -> float:
-    return float(meas.map(D_IN))
+def _spent(meas: Any, d_in: int = D_IN) -> float:
+    return float(meas.map(d_in))
+
+
+def _unit(params: dict[str, Any], d_in: int) -> dict[str, Any]:
+    """Record a contribution bound other than one row, so the cost can be re-derived."""
+    return params if d_in == D_IN else {**params, "d_in": d_in}
 
 
 def _only(
@@ -305,33 +311,38 @@ def _m_grouped_sum(labels: list[str], bounds: tuple[float, float], scale: float)
 # --------------------------------------------------------------------------- public mechanisms
 
 
-def count(df: pd.DataFrame, *, epsilon: float, column: str | None = None) -> DPResult:
+def count(df: pd.DataFrame, *, epsilon: float, column: str | None = None,
+          d_in: int = D_IN) -> DPResult:
     """DP row count, or count of non-null values of ``column`` (discrete Laplace, sensitivity 1)."""
     eps = check_epsilon(epsilon)
+    d = check_d_in(d_in)
     if column is None:
         if not isinstance(df, pd.DataFrame):
             raise InvalidParameterError("data must be a pandas DataFrame")
         n = len(df)
     else:
         n = int(_column(df, column).notna().sum())
-    scale = calibrate(_m_count, eps, 1.0 / eps)
+    scale = calibrate(_m_count, eps, 1.0 / eps, d_in=d)
     meas = _m_count(scale)
     value = int(meas([True] * n))
-    return DPResult(value, "count", _spent(meas), 0.0, {"column": column, "scale": scale})
+    return DPResult(value, "count", _spent(meas, d), 0.0,
+                    _unit({"column": column, "scale": scale}, d))
 
 
 def sum(
-    df: pd.DataFrame, column: str, *, bounds: tuple[float, float], epsilon: float
+    df: pd.DataFrame, column: str, *, bounds: tuple[float, float], epsilon: float,
+    d_in: int = D_IN,
 ) -> DPResult:
     """DP sum of ``column`` clamped to ``bounds`` (nulls dropped); sensitivity max(|lo|, |hi|)."""
     eps = check_epsilon(epsilon)
+    d = check_d_in(d_in)
     b = check_bounds(bounds)
     values = _numeric_values(df, column)
-    scale = calibrate(lambda s: _m_sum(b, s), eps, _mag(b) / eps)
+    scale = calibrate(lambda s: _m_sum(b, s), eps, _mag(b) / eps, d_in=d)
     meas = _m_sum(b, scale)
     return DPResult(
-        float(meas(values)), "sum", _spent(meas), 0.0,
-        {"column": column, "bounds": list(b), "scale": scale},
+        float(meas(values)), "sum", _spent(meas, d), 0.0,
+        _unit({"column": column, "bounds": list(b), "scale": scale}, d),
     )
 
 
@@ -342,6 +353,7 @@ def mean(
     bounds: tuple[float, float],
     epsilon: float,
     count_share: float = 0.5,
+    d_in: int = D_IN,
 ) -> DPResult:
     """DP mean with unknown n: a DP count and a DP clamped sum composed, then divided.
 
@@ -349,6 +361,7 @@ def mean(
     to ``bounds`` (a noisy count <= 0 gives the midpoint).
     """
     eps = check_epsilon(epsilon)
+    d = check_d_in(d_in)
     b = check_bounds(bounds)
     if isinstance(count_share, bool) or not isinstance(count_share, int | float) or not (
         0.0 < float(count_share) < 1.0
@@ -357,14 +370,15 @@ def mean(
     values = _numeric_values(df, column)
     c_eps = eps * float(count_share)
     s_eps = eps - c_eps
-    c_scale = calibrate(_m_count_float, c_eps, 1.0 / c_eps)
-    s_scale = calibrate(lambda s: _m_sum(b, s), s_eps, _mag(b) / s_eps)
+    c_scale = calibrate(_m_count_float, c_eps, 1.0 / c_eps, d_in=d)
+    s_scale = calibrate(lambda s: _m_sum(b, s), s_eps, _mag(b) / s_eps, d_in=d)
     meas = _m_mean(b, c_scale, s_scale)
     noisy_count, noisy_sum = meas(values)
     value = (b[0] + b[1]) / 2 if noisy_count <= 0 else min(max(noisy_sum / noisy_count, b[0]), b[1])
     return DPResult(
-        float(value), "mean", _spent(meas), 0.0,
-        {"column": column, "bounds": list(b), "count_scale": c_scale, "sum_scale": s_scale},
+        float(value), "mean", _spent(meas, d), 0.0,
+        _unit({"column": column, "bounds": list(b), "count_scale": c_scale,
+               "sum_scale": s_scale}, d),
     )
 
 
@@ -376,19 +390,22 @@ def quantile(
     bounds: tuple[float, float],
     epsilon: float,
     n_candidates: int = 101,
+    d_in: int = D_IN,
 ) -> DPResult:
     """DP q-quantile chosen among ``n_candidates`` evenly spaced points of ``bounds``
     (OpenDP's exponential-mechanism quantile)."""
     eps = check_epsilon(epsilon)
+    d = check_d_in(d_in)
     b = check_bounds(bounds)
     qf = _check_q(q)
     n_c = _check_n_candidates(n_candidates)
     values = _numeric_values(df, column)
-    scale = calibrate(lambda s: _m_quantile(b, qf, n_c, s), eps)
+    scale = calibrate(lambda s: _m_quantile(b, qf, n_c, s), eps, d_in=d)
     meas = _m_quantile(b, qf, n_c, scale)
     return DPResult(
-        float(meas(values)), "quantile", _spent(meas), 0.0,
-        {"column": column, "q": qf, "bounds": list(b), "n_candidates": n_c, "scale": scale},
+        float(meas(values)), "quantile", _spent(meas, d), 0.0,
+        _unit({"column": column, "q": qf, "bounds": list(b), "n_candidates": n_c,
+               "scale": scale}, d),
     )
 
 
@@ -399,6 +416,7 @@ def histogram(
     epsilon: float,
     categories: Sequence[Any] | None = None,
     bins: Sequence[float] | None = None,
+    d_in: int = D_IN,
 ) -> DPResult:
     """DP counts per public category, or per bin [e_i, e_i+1) of public ``bins`` edges.
 
@@ -406,12 +424,13 @@ def histogram(
     categories; for bins, nulls are dropped first).
     """
     eps = check_epsilon(epsilon)
+    d = check_d_in(d_in)
     if (categories is None) == (bins is None):
         raise InvalidParameterError("pass exactly one of categories or bins")
     if categories is not None:
         labels = _category_labels(categories)
         data = [_label([v]) for v in _column(df, column).tolist()]
-        scale = calibrate(lambda s: _m_categories(labels, s), eps, 1.0 / eps)
+        scale = calibrate(lambda s: _m_categories(labels, s), eps, 1.0 / eps, d_in=d)
         meas = _m_categories(labels, scale)
         counts = meas(data)
         names = [str(json.loads(lab)[0]) for lab in labels]
@@ -421,7 +440,7 @@ def histogram(
     else:
         edges = _check_edges(bins)
         data_f = _numeric_values(df, column)
-        scale = calibrate(lambda s: _m_bins(edges, s), eps, 1.0 / eps)
+        scale = calibrate(lambda s: _m_bins(edges, s), eps, 1.0 / eps, d_in=d)
         meas = _m_bins(edges, scale)
         counts = meas(data_f)
         names = [f"[{edges[i]:g}, {edges[i + 1]:g})" for i in range(len(edges) - 1)]
@@ -429,11 +448,12 @@ def histogram(
     params["scale"] = scale
     value = {name: int(c) for name, c in zip(names, counts[:-1], strict=True)}
     value[_OTHER] = int(counts[-1])
-    return DPResult(value, "histogram", _spent(meas), 0.0, params)
+    return DPResult(value, "histogram", _spent(meas, d), 0.0, _unit(params, d))
 
 
 def grouped_count(
-    df: pd.DataFrame, by: str | Sequence[str], *, epsilon: float, keys: Sequence[Any]
+    df: pd.DataFrame, by: str | Sequence[str], *, epsilon: float, keys: Sequence[Any],
+    d_in: int = D_IN,
 ) -> DPResult:
     """DP count per group for a PUBLIC list of group keys.
 
@@ -442,19 +462,20 @@ def grouped_count(
     not released.
     """
     eps = check_epsilon(epsilon)
+    d = check_d_in(d_in)
     by_l = _by_list(by)
     key_t = _key_tuples(keys, len(by_l))
     labels = [_label(k) for k in key_t]
     data = _row_labels(df, by_l)
-    scale = calibrate(lambda s: _m_categories(labels, s), eps, 1.0 / eps)
+    scale = calibrate(lambda s: _m_categories(labels, s), eps, 1.0 / eps, d_in=d)
     meas = _m_categories(labels, scale)
     counts = meas(data)
     value = [
         {**dict(zip(by_l, k, strict=True)), "count": int(c)}
         for k, c in zip(key_t, counts[:-1], strict=True)
     ]
-    return DPResult(value, "grouped_count", _spent(meas), 0.0,
-                    {"by": by_l, "keys": key_t, "scale": scale})
+    return DPResult(value, "grouped_count", _spent(meas, d), 0.0,
+                    _unit({"by": by_l, "keys": key_t, "scale": scale}, d))
 
 
 def grouped_sum(
@@ -465,6 +486,7 @@ def grouped_sum(
     bounds: tuple[float, float],
     epsilon: float,
     keys: Sequence[Any],
+    d_in: int = D_IN,
 ) -> DPResult:
     """DP sum of ``column`` per group for a PUBLIC list of group keys (see grouped_count).
 
@@ -473,6 +495,7 @@ def grouped_sum(
     2^32 - 1 rows. Nulls count as 0.
     """
     eps = check_epsilon(epsilon)
+    d = check_d_in(d_in)
     b = check_bounds(bounds)
     by_l = _by_list(by)
     key_t = _key_tuples(keys, len(by_l))
@@ -487,7 +510,7 @@ def grouped_sum(
         {"key": _row_labels(df, by_l), "v": fixed.astype(np.int64)},
         schema={"key": pl.String, "v": pl.Int64},
     )
-    scale = calibrate(lambda sc: _m_grouped_sum(labels, b, sc), eps, 1.0 / eps)
+    scale = calibrate(lambda sc: _m_grouped_sum(labels, b, sc), eps, 1.0 / eps, d_in=d)
     meas = _m_grouped_sum(labels, b, scale)
     out = meas(frame).collect()
     sums = dict(zip(out["key"].to_list(), out["v"].to_list(), strict=True))
@@ -495,9 +518,9 @@ def grouped_sum(
         {**dict(zip(by_l, k, strict=True)), "sum": float(sums.get(lab) or 0) / factor}
         for k, lab in zip(key_t, labels, strict=True)
     ]
-    return DPResult(value, "grouped_sum", _spent(meas), 0.0,
-                    {"by": by_l, "column": column, "bounds": list(b), "keys": key_t,
-                     "scale": scale})
+    return DPResult(value, "grouped_sum", _spent(meas, d), 0.0,
+                    _unit({"by": by_l, "column": column, "bounds": list(b), "keys": key_t,
+                           "scale": scale}, d))
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -607,8 +630,9 @@ _RESULT_FIELDS = {"mechanism", "value", "epsilon", "delta", "params"}
 
 
 def verify_cost(d: Mapping[str, Any] | DPResult) -> tuple[float, float]:
-    """Rebuild the OpenDP measurement from mechanism+params; return its (eps, delta) at one
-    row change, or raise CostMismatchError if the declared cost differs from it."""
+    """Rebuild the OpenDP measurement from mechanism+params; return its (eps, delta) at the
+    recorded contribution bound (``params["d_in"]``, default one row), or raise
+    CostMismatchError if the declared cost differs from it."""
     if isinstance(d, DPResult):
         d = d.to_json()
     if not isinstance(d, Mapping):
@@ -625,11 +649,13 @@ def verify_cost(d: Mapping[str, Any] | DPResult) -> tuple[float, float]:
     params = d["params"]
     if not isinstance(params, Mapping):
         raise InvalidParameterError("params must be an object")
+    d_in = check_d_in(params.get("d_in", D_IN))
+    params = {k: v for k, v in params.items() if k != "d_in"}
     try:
         meas = _REBUILD[mech](params)
     except dp.OpenDPException as exc:
         raise InvalidParameterError(f"{mech}: params do not form a valid measurement") from exc
-    eps_true = _spent(meas)
+    eps_true = _spent(meas, d_in)
     delta_true = 0.0
     eps_decl, delta_decl = d["epsilon"], d["delta"]
     for name, v in (("epsilon", eps_decl), ("delta", delta_decl)):

@@ -1,12 +1,18 @@
 """The release gate: decides, per published output, what may leave.
 
-Rules, in order:
-  * a DP result is charged to the privacy budget of every input (see `charge`),
-  * an aggregate table (published with a count column) must have every group at
-    least as large as the strictest input's minimum group size, else refused,
-  * anything else waits for review by every provider whose data was used.
-The gate trusts nothing the workload wrote: files are re-hashed, sizes checked,
-and a malformed manifest fails the job.
+Nothing the workload computed is trusted. Rules, in order:
+  * a DP result leaves only if the release executor computed it (``Executed``, matched by
+    hash) from a plan pinned at submission; its cost comes from the executor's OpenDP privacy
+    map (re-derived here once more) and is charged to the budget of every dataset the plan
+    read (see ``ledger.charge``). An executor result whose plan was not pinned is charged,
+    then held for review: its parameters may have been chosen from the data;
+  * an aggregate table leaves only if the executor computed it from a pinned plan (it counted
+    the groups and dropped or refused the small ones itself); unpinned, it waits for review;
+  * a plan the executor could not evaluate is refused with the executor's reason, and a "dp"
+    or "aggregate" entry the executor did not write is refused as a forgery;
+  * anything else — tables, scalars, dicts, figures the notebook computed — waits for review
+    by every provider whose data was used, with what the gate can measure about it.
+Files are re-hashed and sizes checked; a malformed manifest fails the job.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from veil.release.executor import Executed, Failed
 from veil.release.manifest import MEDIA_TYPES, ManifestError, OutputEntry, read_manifest
 
 RELEASED = "released"
@@ -26,6 +33,10 @@ REFUSED = "refused"
 PENDING = "pending_review"
 REJECTED = "rejected"
 TO_CHARGE = "to_charge"  # a verified DP output; the ledger turns it into released or refused
+
+_REVIEW = "waits for review by every data provider: the notebook computed it"
+_UNPINNED = ("its plan was not pinned at submission, so its parameters may come from the "
+             "data; it waits for review by every data provider")
 
 
 @dataclass(frozen=True)
@@ -44,15 +55,25 @@ class Decision:
     status: str
     reason: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Datasets a DP charge goes to (full names); None: every input of the job.
+    charge_to: tuple[str, ...] | None = None
+    # Set for DP results to hold for review once charged (unpinned plans).
+    hold: str | None = None
 
     @property
     def media_type(self) -> str:
         return MEDIA_TYPES[self.entry.kind]
 
 
-def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *,
-             max_output_bytes: int) -> list[Decision]:
-    """Check every published output and decide its fate; DP outputs come back `TO_CHARGE`."""
+def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *, max_output_bytes: int,
+             executed: Mapping[str, Executed] | None = None,
+             failed: Mapping[str, Failed] | None = None,
+             pinned: Mapping[str, str] | None = None) -> list[Decision]:
+    """Check every published output and decide its fate; DP outputs come back `TO_CHARGE`.
+
+    ``executed``/``failed`` come from the release executor, ``pinned`` maps output names to
+    the plan digests fixed in the approved bundle.
+    """
     manifest = read_manifest(outputs_dir)
     total = 0
     decisions: list[Decision] = []
@@ -67,21 +88,39 @@ def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *,
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != entry.sha256:
             raise ManifestError(f"output {entry.name!r} does not match its hash")
-        decisions.append(_decide(entry, path, data, inputs))
+        decisions.append(_decide(entry, path, data, inputs, executed or {}, failed or {},
+                                 pinned or {}))
     return decisions
 
 
-def _decide(entry: OutputEntry, path: Path, data: bytes,
-            inputs: Sequence[InputRules]) -> Decision:
-    if entry.kind == "dp":
-        return _dp(entry, path, data)
-    if entry.kind == "table" and "count_column" in entry.meta:
-        return _aggregate(entry, path, data, inputs)
-    return Decision(entry, path, PENDING, "waits for review by every data provider")
+def _decide(entry: OutputEntry, path: Path, data: bytes, inputs: Sequence[InputRules],
+            executed: Mapping[str, Executed], failed: Mapping[str, Failed],
+            pinned: Mapping[str, str]) -> Decision:
+    if entry.kind == "plan":
+        why = failed.get(entry.name)
+        reason = why.reason if why else "the release executor did not evaluate this plan"
+        return Decision(entry, path, REFUSED, f"query refused: {reason}")
+    if entry.kind in ("dp", "aggregate"):
+        done = executed.get(entry.name)
+        if done is None or done.sha256 != entry.sha256 or done.kind != entry.kind:
+            return Decision(entry, path, REFUSED,
+                            f"a {entry.kind} output can only come from the release executor; "
+                            "this one was written by the notebook")
+        hold = None if pinned.get(entry.name) == done.plan_digest else _UNPINNED
+        if entry.kind == "dp":
+            return _dp(entry, path, data, done, hold)
+        meta = done.meta()
+        if hold:
+            return Decision(entry, path, PENDING, hold, meta)
+        return Decision(entry, path, RELEASED, None, meta)
+    if entry.kind == "table":
+        return Decision(entry, path, PENDING, _REVIEW, _measure_table(entry, data, inputs))
+    return Decision(entry, path, PENDING, _REVIEW, {"workload_computed": True})
 
 
-def _dp(entry: OutputEntry, path: Path, data: bytes) -> Decision:
-    """Re-derive the declared cost from the mechanism; a mismatch is refused outright."""
+def _dp(entry: OutputEntry, path: Path, data: bytes, done: Executed,
+        hold: str | None) -> Decision:
+    """Re-derive the executor's cost from the mechanism (defence in depth), then charge it."""
     from veil.privacy import DPResult, PrivacyError
 
     try:
@@ -89,36 +128,38 @@ def _dp(entry: OutputEntry, path: Path, data: bytes) -> Decision:
     except (ValueError, KeyError, TypeError, PrivacyError) as exc:
         return Decision(entry, path, REFUSED,
                         f"DP output failed verification: {type(exc).__name__}")
+    if abs(result.epsilon - done.epsilon) > 1e-9 * max(1.0, done.epsilon) \
+            or result.delta != done.delta:
+        return Decision(entry, path, REFUSED, "DP output's cost differs from the executor's")
     return Decision(entry, path, TO_CHARGE, None,
-                    {"mechanism": result.mechanism, "epsilon": result.epsilon,
-                     "delta": result.delta})
+                    {**done.meta(), "epsilon": done.epsilon, "delta": done.delta},
+                    charge_to=done.sources, hold=hold)
 
 
-def _aggregate(entry: OutputEntry, path: Path, data: bytes,
-               inputs: Sequence[InputRules]) -> Decision:
+def _measure_table(entry: OutputEntry, data: bytes,
+                   inputs: Sequence[InputRules]) -> dict[str, Any]:
+    """What the gate itself can tell a reviewer about a notebook-computed table."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    column = str(entry.meta["count_column"])
-    strictest = max(inputs, key=lambda rule: rule.min_group_size)
+    meta: dict[str, Any] = {"workload_computed": True}
     try:
         table = pq.read_table(io.BytesIO(data))
-        counts = table.column(column)
     except Exception:
-        return Decision(entry, path, REFUSED, f"aggregate table has no readable column {column!r}")
-    if counts.type.id not in _INTEGER_TYPES:
-        return Decision(entry, path, REFUSED, f"count column {column!r} is not an integer column")
-    if counts.null_count:
-        return Decision(entry, path, REFUSED, f"count column {column!r} has missing counts")
-    small = int(pc.sum(pc.less(counts, strictest.min_group_size)).as_py() or 0)
-    if small:
-        return Decision(
-            entry, path, REFUSED,
-            f"{small} of {len(counts)} groups are smaller than the minimum group size "
-            f"{strictest.min_group_size} required by {strictest.full_name}",
-        )
-    return Decision(entry, path, RELEASED, None,
-                    {"min_group_size": strictest.min_group_size, "groups": len(counts)})
+        meta["unreadable"] = True
+        return meta
+    meta.update(rows=table.num_rows, columns=table.column_names)
+    column = entry.meta.get("count_column")
+    if isinstance(column, str) and column in table.column_names:
+        counts = table.column(column)
+        if counts.type.id in _INTEGER_TYPES and table.num_rows and not counts.null_count:
+            smallest = int(pc.min(counts).as_py())
+            strictest = max(inputs, key=lambda rule: rule.min_group_size) if inputs else None
+            meta["smallest_group_claimed"] = smallest
+            if strictest is not None and smallest < strictest.min_group_size:
+                meta["risk"] = (f"a group of {smallest} is below {strictest.full_name}'s "
+                                f"minimum group size {strictest.min_group_size}")
+    return meta
 
 
 def _integer_type_ids() -> frozenset[int]:

@@ -35,41 +35,48 @@ class Remaining:
 
 def charge(session: Session, *, job_id: str, party_id: str, datasets: Sequence[Dataset],
            decisions: Sequence[Decision]) -> None:
-    """Turn every `TO_CHARGE` decision into released (charged) or refused."""
+    """Turn every `TO_CHARGE` decision into released (charged), held (charged) or refused.
+
+    Each is charged to the datasets its plan read (``Decision.charge_to``), all or nothing.
+    """
     pending = [d for d in decisions if d.status == TO_CHARGE]
     if not pending:
         return
     maybe = {ds.id: _budget(ds) for ds in datasets}
-    unbudgeted = [ds.full_name for ds in datasets if maybe[ds.id] is None]
     budgets = {k: v for k, v in maybe.items() if v is not None}
-    if unbudgeted:
-        for decision in pending:
+    _lock(session, list(budgets), party_id)
+    spent = {ds.id: _spent(session, ds, party_id, budgets[ds.id])
+             for ds in datasets if ds.id in budgets}
+    for decision in pending:
+        cost = Budget(float(decision.meta["epsilon"]), float(decision.meta["delta"]))
+        read = [ds for ds in datasets
+                if decision.charge_to is None or ds.full_name in decision.charge_to]
+        unbudgeted = [ds.full_name for ds in read if ds.id not in budgets]
+        if unbudgeted:
             decision.status = PENDING
             decision.reason = (f"no privacy budget is set for {', '.join(unbudgeted)}; "
                                "the DP output waits for provider review")
-        return
-    _lock(session, [ds.id for ds in datasets], party_id)
-    spent = {ds.id: _spent(session, ds, party_id, budgets[ds.id]) for ds in datasets}
-    for decision in pending:
-        cost = Budget(float(decision.meta["epsilon"]), float(decision.meta["delta"]))
+            continue
         verdicts = {ds.id: check_charge(budgets[ds.id], spent[ds.id], [cost],
-                                        subject=ds.full_name) for ds in datasets}
-        refused = [(ds, verdicts[ds.id]) for ds in datasets if not verdicts[ds.id].allowed]
+                                        subject=ds.full_name) for ds in read}
+        refused = [(ds, verdicts[ds.id]) for ds in read if not verdicts[ds.id].allowed]
         if refused:
             ds, verdict = refused[0]
             decision.status = REFUSED
             decision.reason = (f"budget exhausted on {ds.full_name}: output needs epsilon "
                                f"{cost.epsilon:.4g}, {verdict.remaining_epsilon:.4g} left")
             continue
-        for ds in datasets:
+        for ds in read:
             spent[ds.id].append(cost)
             session.add(BudgetCharge(dataset_id=ds.id, party_id=party_id, job_id=job_id,
                                      output_name=decision.entry.name, epsilon=cost.epsilon,
                                      delta=cost.delta))
-        decision.status = RELEASED
+        # Charged either way: the value was computed on the data, whether or not it leaves.
+        decision.status = PENDING if decision.hold else RELEASED
+        decision.reason = decision.hold
         decision.meta["budget_left"] = {
             ds.full_name: {"epsilon": verdicts[ds.id].remaining_epsilon,
-                           "delta": verdicts[ds.id].remaining_delta} for ds in datasets}
+                           "delta": verdicts[ds.id].remaining_delta} for ds in read}
     session.flush()
 
 

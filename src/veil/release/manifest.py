@@ -16,17 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1024 * 1024
-OutputKind = Literal["table", "scalar", "dict", "figure", "dp"]
+# "plan" is what a workload writes for a declared query; "dp" and "aggregate" are written only
+# by the release executor, which replaces each plan with its result after the workload exits.
+OutputKind = Literal["table", "scalar", "dict", "figure", "plan", "dp", "aggregate"]
+WORKLOAD_KINDS: frozenset[str] = frozenset({"table", "scalar", "dict", "figure", "plan"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MEDIA_TYPES: dict[str, str] = {
     "table": "application/vnd.apache.parquet",
     "scalar": "application/json",
     "dict": "application/json",
     "figure": "image/png",
+    "plan": "application/json",
     "dp": "application/json",
+    "aggregate": "application/vnd.apache.parquet",
 }
 EXTENSIONS: dict[str, str] = {"table": "parquet", "scalar": "json", "dict": "json",
-                              "figure": "png", "dp": "json"}
+                              "figure": "png", "plan": "plan.json", "dp": "json",
+                              "aggregate": "parquet"}
 
 
 class ManifestError(ValueError):
@@ -63,6 +69,14 @@ class OutputManifest(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def write_manifest(outputs_dir: Path, manifest: OutputManifest) -> None:
+    """Atomically replace the manifest (the SDK while publishing, the executor after)."""
+    tmp = outputs_dir / f".{MANIFEST_NAME}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.write_text(json.dumps(manifest.to_json()))
+    tmp.replace(outputs_dir / MANIFEST_NAME)
 
 
 def read_manifest(outputs_dir: Path) -> OutputManifest:

@@ -42,15 +42,27 @@ def load(name: str, *, view: str | None = None) -> Any:
 
     import pandas as pd
 
+    from veil.sdk.dp import register_load
+
     if stage() == "secure":
         from veil.sdk.secure import load_input
 
-        return load_input(name)
+        frame = load_input(name)
+        register_load(name, frame, None)
+        return frame
     client = _client or connect()
     kind, data = client.view(name, view)
     frame = pd.read_parquet(io.BytesIO(data))
     frame.attrs["veil_view"] = kind
+    register_load(name, frame, client.dataset(name).get("rules") or {})
     return frame
+
+
+def aggregate(data: Any, by: Any, **aggregates: Any) -> Any:
+    """A thresholded group-by table computed by the release executor (see ``veil.sdk.dp``)."""
+    from veil.sdk.dp import aggregate as declare
+
+    return declare(data, by, **aggregates)
 
 
 def __getattr__(name: str) -> Any:
@@ -59,4 +71,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["ApiError", "Client", "PublishError", "connect", "load", "publish", "stage"]
+__all__ = ["ApiError", "Client", "PublishError", "aggregate", "connect", "load", "publish",
+           "stage"]

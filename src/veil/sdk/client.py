@@ -97,7 +97,14 @@ class Client:
 
     # -- jobs -------------------------------------------------------------------------------
     def submit(self, files: Mapping[str, bytes], *, entrypoint: str, inputs: Sequence[str],
-               outputs: Sequence[str] = ()) -> dict[str, Any]:
+               outputs: Sequence[str] = (), plans: Mapping[str, Any] | None = None
+               ) -> dict[str, Any]:
+        """Submit a bundle; ``plans`` (from ``veil.sdk.outputs.collect_plans``) pins the
+        declared queries into it, so their results can be released without review."""
+        if plans:
+            from veil.privacy.plans import PINNED_PLANS_FILE, pin_plans
+
+            files = {**files, PINNED_PLANS_FILE: pin_plans(plans)}
         spec = {"entrypoint": entrypoint, "inputs": list(inputs), "outputs": list(outputs)}
         multipart: list[tuple[str, tuple[str | None, str | bytes, str]]] = [
             ("spec", (None, json.dumps(spec), "application/json"))]

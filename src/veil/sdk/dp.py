@@ -1,28 +1,247 @@
-"""``veil.dp``: DP statistics for notebooks, the same code in both stages.
+"""``veil.dp`` and ``veil.aggregate``: declare queries; trusted code computes them.
 
-In stage 1 these run on the stage-1 view (so the noise scale and code paths are visible); in the
-secure stage they run on the full data. A result only declares its cost: nothing is charged
-until ``veil.publish(name, result)`` and the release gate accept it.
+A notebook cannot hand the release gate a DP value or a group count: whatever it computes,
+it could have forged. Instead these functions build a *plan* (``veil.privacy.plans``) over
+the job's input datasets, and ``veil.publish(name, query)`` declares it. After the notebook
+has exited, the release executor — measured runtime code in its own process with its own key
+release — evaluates the plan on the full data with OpenDP and writes the result; the budget
+is charged from OpenDP's privacy map of that evaluation.
+
+* Stage 1 (Jupyter): the query is evaluated at once on the stage-1 views, so ``q.value``
+  shows the code path and the noise you will get.
+* Secure stage: nothing is evaluated in the notebook; ``q.value`` raises, the plan is
+  written, and the executor's result is what leaves.
+
+Data: pass what ``veil.load`` returned, a dataset name, or a relation built with
+:func:`table`, :func:`join` and ``.filter``. A DataFrame derived in pandas is refused: its
+stability (how far one person can move it) is unknown, so no DP cost could be stated.
 """
 
-from veil.privacy import (
-    DPResult,
-    count,
-    grouped_count,
-    grouped_sum,
-    histogram,
-    mean,
-    quantile,
-    sum,
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from veil.privacy.mechanisms import DPResult
+from veil.privacy.plans import (
+    AggregateResult,
+    DPQuery,
+    PlanDocument,
+    PlanError,
+    Relation,
+    SourceRules,
+    _build,
+    evaluate,
 )
 
 __all__ = [
     "DPResult",
+    "PlanError",
+    "Query",
+    "Relation",
+    "aggregate",
     "count",
     "grouped_count",
     "grouped_sum",
     "histogram",
+    "join",
     "mean",
     "quantile",
     "sum",
+    "table",
 ]
+
+# id(frame) -> (weak reference, dataset name): which frames came straight from veil.load.
+_LOADED: dict[int, tuple[weakref.ReferenceType[pd.DataFrame], str]] = {}
+# dataset name -> (the stage-1 view as loaded, its public rules); stage 1 only.
+_VIEWS: dict[str, tuple[pd.DataFrame, SourceRules]] = {}
+
+
+def register_load(name: str, frame: pd.DataFrame, rules: dict[str, Any] | None) -> None:
+    """Called by ``veil.load``: remember that ``frame`` is dataset ``name`` as loaded."""
+    key = id(frame)
+
+    def forget(_: object) -> None:
+        _LOADED.pop(key, None)
+
+    _LOADED[key] = (weakref.ref(frame, forget), name)
+    if rules is not None:  # stage 1: keep a pristine copy to evaluate queries on
+        _VIEWS[name] = (frame.copy(), SourceRules.from_public(name, rules))
+
+
+class Query:
+    """A declared query: its plan, and in stage 1 its value on the views."""
+
+    def __init__(self, plan: PlanDocument) -> None:
+        self.plan = plan
+        self._result: DPResult | AggregateResult | None = None
+        from veil.sdk import stage
+
+        if stage() != "secure":
+            self._result = _evaluate_on_views(plan)
+
+    @property
+    def value(self) -> Any:
+        """Stage 1: the result on the views. Secure stage: not available to the notebook."""
+        if self._result is None:
+            raise PlanError("in the secure stage the release executor evaluates this query "
+                            "after the notebook exits; the notebook never sees its value")
+        if isinstance(self._result, AggregateResult):
+            return self._result.table
+        return self._result.value
+
+    @property
+    def result(self) -> DPResult | AggregateResult | None:
+        return self._result
+
+    def __repr__(self) -> str:
+        query = self.plan.query
+        what = (f"{query.measure.mechanism}{_of(query.measure.column)}, epsilon "
+                f"{query.measure.epsilon:g}" if isinstance(query, DPQuery)
+                else f"aggregate by {', '.join(query.by)}")
+        over = " ⋈ ".join(query.relation.sources)
+        if self._result is None:
+            return f"Query({what} over {over}: evaluated by the release executor)"
+        if isinstance(self._result, AggregateResult):
+            r = self._result
+            return (f"Query({what} over {over} on the views: {len(r.table)} groups kept, "
+                    f"{r.dropped} below {r.min_group_size} dropped)")
+        return f"Query({what} over {over} on the views: {self._result!r})"
+
+
+def _of(column: str | None) -> str:
+    return f" of {column}" if column else ""
+
+
+# --------------------------------------------------------------------------- relations
+
+
+def table(data: pd.DataFrame | str | Relation) -> Relation:
+    """The relation behind ``data``: a frame from ``veil.load``, a dataset name, a relation."""
+    if isinstance(data, Relation):
+        return data
+    if isinstance(data, str):
+        return _build(Relation, {"sources": [data]})
+    if isinstance(data, pd.DataFrame):
+        entry = _LOADED.get(id(data))
+        if entry is not None and entry[0]() is data:
+            return _build(Relation, {"sources": [entry[1]]})
+        raise PlanError(
+            "this DataFrame was derived in pandas, so how far one person can change it is "
+            "unknown and no DP cost can be stated; query the frame veil.load returned and "
+            "express the derivation in the plan: veil.dp.table(df).filter(column, op, value), "
+            "veil.dp.join(a, b, on=id_column), and the group-by of grouped_count/aggregate")
+    raise PlanError(f"cannot query a {type(data).__name__}; pass what veil.load returned")
+
+
+def join(left: pd.DataFrame | str | Relation, right: pd.DataFrame | str | Relation, *,
+         on: str) -> Relation:
+    """Inner join of two input datasets on their shared privacy-id column (see plans)."""
+    return table(left).join(table(right), on=on)
+
+
+def _query(data: Any, **measure: Any) -> Query:
+    doc = {"query": {"kind": "dp", "relation": table(data).model_dump(mode="json"),
+                     "measure": {k: v for k, v in measure.items() if v is not None}}}
+    return Query(_build(PlanDocument, doc))
+
+
+def _no_keys(keys: object, what: str = "keys") -> None:
+    if keys is not None:
+        raise PlanError(f"{what} chosen by the notebook are refused: group keys must be "
+                        "public, so they come from the providers' policies (categories)")
+
+
+# --------------------------------------------------------------------------- DP queries
+
+
+def count(data: Any, *, epsilon: float, column: str | None = None) -> Query:
+    """DP row count (or count of non-null ``column``), discrete Laplace."""
+    return _query(data, mechanism="count", epsilon=epsilon, column=column)
+
+
+def sum(data: Any, column: str, *, bounds: tuple[float, float], epsilon: float) -> Query:
+    """DP sum of ``column`` clamped to the public ``bounds``."""
+    return _query(data, mechanism="sum", epsilon=epsilon, column=column, bounds=bounds)
+
+
+def mean(data: Any, column: str, *, bounds: tuple[float, float], epsilon: float) -> Query:
+    """DP mean: a DP count and a DP clamped sum composed, then divided."""
+    return _query(data, mechanism="mean", epsilon=epsilon, column=column, bounds=bounds)
+
+
+def quantile(data: Any, column: str, q: float, *, bounds: tuple[float, float],
+             epsilon: float, n_candidates: int = 101) -> Query:
+    """DP q-quantile among evenly spaced candidates of ``bounds`` (exponential mechanism)."""
+    return _query(data, mechanism="quantile", epsilon=epsilon, column=column, bounds=bounds,
+                  q=q, n_candidates=n_candidates)
+
+
+def histogram(data: Any, column: str, *, epsilon: float, bins: Sequence[float] | None = None,
+              categories: object = None) -> Query:
+    """DP counts per public category of ``column`` (from the policy) or per public bin."""
+    _no_keys(categories, "categories")
+    return _query(data, mechanism="histogram", epsilon=epsilon, column=column,
+                  bins=None if bins is None else list(bins))
+
+
+def grouped_count(data: Any, by: str | Sequence[str], *, epsilon: float,
+                  keys: object = None) -> Query:
+    """DP count per group; the groups are the public categories the policies declare."""
+    _no_keys(keys)
+    return _query(data, mechanism="grouped_count", epsilon=epsilon, by=_by(by))
+
+
+def grouped_sum(data: Any, by: str | Sequence[str], column: str, *,
+                bounds: tuple[float, float], epsilon: float, keys: object = None) -> Query:
+    """DP sum of ``column`` per public group (see grouped_count)."""
+    _no_keys(keys)
+    return _query(data, mechanism="grouped_sum", epsilon=epsilon, by=_by(by), column=column,
+                  bounds=bounds)
+
+
+def aggregate(data: Any, by: str | Sequence[str], **aggregates: tuple[str, str] | str) -> Query:
+    """A group-by table released when every group has enough people.
+
+    ``veil.aggregate(joined, by="region", patients=("patient_id", "count_distinct"),
+    mean_claim=("claim_amount", "mean"), visits="count")``. The executor counts each group's
+    privacy units itself and drops or refuses groups below the strictest ``min_group_size``.
+    """
+    specs: dict[str, dict[str, Any]] = {}
+    for name, spec in aggregates.items():
+        if spec == "count":
+            specs[name] = {"fn": "count"}
+        elif isinstance(spec, tuple) and len(spec) == 2:
+            specs[name] = {"fn": spec[1], "column": spec[0]}
+        else:
+            raise PlanError(f"aggregate {name!r} must be 'count' or (column, function)")
+    doc = {"query": {"kind": "aggregate", "relation": table(data).model_dump(mode="json"),
+                     "by": _by(by), "aggregates": specs}}
+    return Query(_build(PlanDocument, doc))
+
+
+def _by(by: str | Sequence[str]) -> list[str]:
+    return [by] if isinstance(by, str) else list(by)
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+def _evaluate_on_views(plan: PlanDocument) -> DPResult | AggregateResult:
+    missing = [s for s in plan.query.relation.sources if s not in _VIEWS]
+    if missing:
+        import veil.sdk
+
+        for name in missing:
+            veil.sdk.load(name)
+    frames = {name: _VIEWS[name][0] for name in plan.query.relation.sources}
+    rules = {name: _VIEWS[name][1] for name in plan.query.relation.sources}
+    return evaluate(plan, frames, rules)
+
+
+def is_query(value: object) -> bool:
+    return isinstance(value, Query)
+

@@ -18,11 +18,11 @@ from typing import Any
 
 from veil.release.manifest import (
     EXTENSIONS,
-    MANIFEST_NAME,
     OutputEntry,
     OutputKind,
     OutputManifest,
     read_manifest,
+    write_manifest,
 )
 
 
@@ -31,12 +31,14 @@ class PublishError(ValueError):
 
 
 def publish(name: str, value: Any, *, count_column: str | None = None) -> Any:
-    """Declare `value` (DataFrame, scalar, dict, matplotlib figure or DP result) as output `name`.
+    """Declare `value` as output `name`.
 
-    `count_column` marks a DataFrame as an aggregate table whose named column
-    holds each group's size; the release gate checks it against every input's
-    minimum group size. Other tables, scalars, dicts and figures wait for
-    provider review; DP results are charged to the privacy budget.
+    A query from ``veil.dp`` or ``veil.aggregate`` is published as its plan: the release
+    executor evaluates it on the full data after the run, and its result can leave
+    automatically (DP: charged to the budget; aggregate: small groups dropped or refused).
+    Anything the notebook computed itself — DataFrames, scalars, dicts, figures — always waits
+    for review by every provider; `count_column` names a table's group-size column so the
+    reviewer sees the smallest group, nothing more.
     """
     kind, payload, meta = _serialise(value, count_column)
     entry = OutputEntry(name=name, kind=kind, file=f"{name}.{EXTENSIONS[kind]}",
@@ -51,20 +53,56 @@ def publish(name: str, value: Any, *, count_column: str | None = None) -> Any:
     if any(entry.name == name for entry in manifest.outputs):
         raise PublishError(f"output {name!r} is already published")
     (outputs / entry.file).write_bytes(payload)
-    updated = OutputManifest(outputs=[*manifest.outputs, entry])
-    tmp = outputs / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(updated.to_json()))
-    tmp.replace(outputs / MANIFEST_NAME)
+    preview = _preview(value)
+    if preview is not None:  # stage 1 only: the query's result on the views, for the researcher
+        suffix, data = preview
+        (outputs / f"{name}.view.{suffix}").write_bytes(data)
+        entry = entry.model_copy(update={"meta": {**entry.meta, "view_file":
+                                                  f"{name}.view.{suffix}"}})
+    write_manifest(outputs, OutputManifest(outputs=[*manifest.outputs, entry]))
     return value
+
+
+def collect_plans(outputs_dir: Path) -> dict[str, Any]:
+    """The plans a stage-1 run published into ``outputs_dir`` ($VEIL_OUTPUTS), by output name.
+
+    Pin them at submission (``Client.submit(..., plans=...)``, ``veil job submit --plans``):
+    a plan fixed before the secure run is what lets its result leave without review.
+    """
+    from veil.privacy.plans import parse_plan
+
+    return {entry.name: parse_plan((outputs_dir / entry.file).read_bytes())
+            for entry in read_manifest(outputs_dir).outputs if entry.kind == "plan"}
+
+
+def _preview(value: Any) -> tuple[str, bytes] | None:
+    from veil.privacy.mechanisms import DPResult
+    from veil.sdk.dp import Query
+
+    if not isinstance(value, Query) or value.result is None:
+        return None
+    if isinstance(value.result, DPResult):
+        return "json", json.dumps(value.result.to_json()).encode()
+    buf = io.BytesIO()
+    value.result.table.to_parquet(buf, index=False)
+    return "parquet", buf.getvalue()
 
 
 def _serialise(value: Any,
                count_column: str | None) -> tuple[OutputKind, bytes, dict[str, Any]]:
     import pandas as pd
 
-    to_json = getattr(value, "to_json", None)
-    if type(value).__name__ == "DPResult" and callable(to_json):
-        return "dp", json.dumps(to_json()).encode(), {}
+    from veil.privacy.mechanisms import DPResult
+    from veil.sdk.dp import Query
+
+    if isinstance(value, Query):
+        if count_column is not None:
+            raise PublishError("count_column applies to DataFrames only")
+        return "plan", value.plan.to_bytes(), {"plan": value.plan.query.kind}
+    if isinstance(value, DPResult):
+        raise PublishError("a DP value computed in the notebook cannot leave as DP: publish "
+                           "the query itself (veil.dp.mean(df, ...)), which the release "
+                           "executor evaluates")
     if isinstance(value, pd.DataFrame):
         if count_column is not None and count_column not in value.columns:
             raise PublishError(f"count_column {count_column!r} is not a column of the table")

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from veil.catalog.errors import UploadTooLarge
 from veil.catalog.schema import Schema
-from veil.catalog.service import public_view_meta
+from veil.catalog.service import policy_of, public_view_meta
 from veil.identity import Caller, Role
 from veil.server.deps import CallerDep, PlatformDep, SessionDep, require
 from veil.store.models import Dataset
@@ -43,6 +43,8 @@ def describe(dataset: Dataset, *, owner_view: bool) -> dict[str, Any]:
                       for v in dataset.views},
         "content_digest": dataset.content_digest,
         "schema": _public_schema(dataset.schema),
+        # The privacy unit and public group keys: what stage-1 DP queries are evaluated with.
+        "rules": policy_of(dataset).public_rules(),
     }
     if owner_view:
         info["policy"] = dataset.policy

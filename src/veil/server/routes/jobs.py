@@ -12,6 +12,7 @@ from veil.identity import Caller, NotFound, Role
 from veil.jobs import service
 from veil.jobs.bundle import BundleError
 from veil.server.deps import CallerDep, PlatformDep, SessionDep, require
+from veil.store.models import Job
 
 router = APIRouter()
 Consumer = Annotated[Caller, require(Role.CONSUMER)]
@@ -105,9 +106,10 @@ def cancel(job_id: str, caller: Consumer, session: SessionDep) -> dict[str, Any]
 
 
 @router.post("/jobs/{job_id}/outputs/{name}/review")
-def review(job_id: str, name: str, body: Review, caller: Provider,
+def review(job_id: str, name: str, body: Review, caller: Provider, platform: PlatformDep,
            session: SessionDep) -> dict[str, Any]:
-    job = service.review_output(session, caller, job_id, name, body.decision, body.reason)
+    job = service.review_output(session, caller, job_id, name, body.decision, body.reason,
+                                catalog=platform.catalog)
     return service.describe(job)
 
 
@@ -115,6 +117,8 @@ def review(job_id: str, name: str, body: Review, caller: Provider,
 def download(job_id: str, name: str, caller: CallerDep, platform: PlatformDep,
              session: SessionDep) -> Response:
     output = service.output_for_download(session, caller, job_id, name)
-    data = platform.catalog.blobs.get(f"jobs/{job_id}/outputs/{output.name}")
+    job = session.get(Job, output.job_id)
+    assert job is not None
+    data = platform.catalog.get_output(job, output.name)
     return Response(data, media_type=output.media_type,
                     headers={"X-Veil-Sha256": output.sha256})
