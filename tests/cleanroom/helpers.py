@@ -8,11 +8,17 @@ from typing import Any
 
 import nbformat
 
+from veil.privacy.plans import PlanDocument, parse_plan
 from veil.sdk.client import Client
 
 POLICY = """\
 consumers = ["lab"]
 min_group_size = {k}
+categories = {{ region = ["north", "south", "east"] }}
+
+[privacy_unit]
+id_column = "patient_id"
+max_contributions = 1
 
 [approval]
 mode = "{mode}"
@@ -76,6 +82,21 @@ def notebook(*cells: str) -> bytes:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
     return nbformat.writes(nb).encode()
+
+
+def dp_query(sources: list[str], mechanism: str, *, join_on: str | None = None,
+             filters: list[dict[str, Any]] | None = None, **measure: Any) -> PlanDocument:
+    """The plan ``veil.dp.<mechanism>(...)`` publishes, built here to pin it at submission."""
+    return parse_plan({"query": {"kind": "dp", "relation": {
+        "sources": sources, "join_on": join_on, "filters": filters or []},
+        "measure": {"mechanism": mechanism, **measure}}})
+
+
+def aggregate_query(sources: list[str], by: list[str], *, join_on: str | None = None,
+                    **aggregates: dict[str, Any]) -> PlanDocument:
+    return parse_plan({"query": {"kind": "aggregate", "relation": {
+        "sources": sources, "join_on": join_on, "filters": []}, "by": by,
+        "aggregates": aggregates}})
 
 
 def wait(client: Client, job_id: str, states: set[str], timeout: float = 180) -> dict:

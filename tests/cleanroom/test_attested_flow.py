@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from tests.cleanroom.helpers import (
     FINAL,
+    aggregate_query,
     claims_csv,
     make_world,
     notebook,
@@ -21,16 +22,18 @@ from tests.cleanroom.helpers import (
     visits_csv,
     wait,
 )
+from veil.privacy.plans import pin_plans
 from veil.tee.attestation import swtpm_missing
 
 pytestmark = pytest.mark.skipif(swtpm_missing() is not None, reason=str(swtpm_missing()))
 
 ANALYSIS = notebook(
     "import veil\nv = veil.load('hospital/visits')\nc = veil.load('insurer/claims')",
-    "j = v.merge(c, on='patient_id')\n"
-    "t = j.groupby('region').agg(n=('patient_id', 'size')).reset_index()",
-    "veil.publish('by_region', t, count_column='n')",
+    "t = veil.aggregate(veil.dp.join(v, c, on='patient_id'), by='region', n='count')",
+    "veil.publish('by_region', t)",
 )
+PLANS = {"by_region": aggregate_query(["hospital/visits", "insurer/claims"], ["region"],
+                                      join_on="patient_id", n={"fn": "count"})}
 
 HARDWARE_ONLY = policy() + """
 [attestation]
@@ -59,17 +62,19 @@ def test_keys_come_from_the_broker_and_the_token_verifies(live_server, tmp_path:
     upload_csv(w.insurer, tmp_path, "claims", claims_csv())
     job = w.researcher.submit({"a.ipynb": ANALYSIS}, entrypoint="a.ipynb",
                               inputs=["hospital/visits", "insurer/claims"],
-                              outputs=["by_region"])
+                              outputs=["by_region"], plans=PLANS)
     w.hospital.approve(job["id"], job["digest"])
     w.insurer.approve(job["id"], job["digest"])
     job = wait(w.researcher, job["id"], FINAL)
     assert job["state"] == "released", job
     att = job["result"]["attestation"]
-    assert att["key_releases"] == 2 and att["hwmodel"] == "LOCAL_SWTPM"
+    # Two for the notebook, two more for the release executor: both go through the broker.
+    assert att["key_releases"] == 4 and att["hwmodel"] == "LOCAL_SWTPM"
     assert att["status"] == "warning" and att["hardware_backed"] is False
     assert att["overhead_s"] > 0 and att["key_release_s"] > 0
     actions = _audit_actions(live_server.platform, job["id"])
-    assert actions.count("kbs.release.granted") == 2 and "kbs.release.denied" not in actions
+    assert actions.count("kbs.release.granted") == 4 and "kbs.release.denied" not in actions
+    assert "job.plans_executed" in actions
 
     # The consumer fetches the token (authenticated) and the JWKS (public).
     auth = {"Authorization": f"Bearer {w.researcher.token}"}
@@ -86,6 +91,7 @@ def test_keys_come_from_the_broker_and_the_token_verifies(live_server, tmp_path:
 
     (tmp_path / "token.jwt").write_text(doc["token"])
     (tmp_path / "a.ipynb").write_bytes(ANALYSIS)
+    (tmp_path / "veil.plans.json").write_bytes(pin_plans(PLANS))
     out = tmp_path / "outputs"
     out.mkdir()
     (out / "manifest.json").write_text(json.dumps(doc["manifest"]))
@@ -93,7 +99,8 @@ def test_keys_come_from_the_broker_and_the_token_verifies(live_server, tmp_path:
         (out / entry["file"]).write_bytes(w.researcher.output(job["id"], entry["name"]))
 
     ok = _verify(str(tmp_path / "token.jwt"), "--jwks", f"{live_server.url}/.well-known/jwks.json",
-                 "--bundle", str(tmp_path / "a.ipynb"), "--outputs", str(out))
+                 "--bundle", str(tmp_path / "a.ipynb"),
+                 "--bundle", str(tmp_path / "veil.plans.json"), "--outputs", str(out))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "VERIFIED" in ok.stdout and "hwmodel=LOCAL_SWTPM" in ok.stdout
 
@@ -101,7 +108,8 @@ def test_keys_come_from_the_broker_and_the_token_verifies(live_server, tmp_path:
     target.write_bytes(target.read_bytes() + b"\0")
     (tmp_path / "jwks.json").write_text(json.dumps(jwks))
     bad = _verify(str(tmp_path / "token.jwt"), "--jwks", str(tmp_path / "jwks.json"),
-                  "--bundle", str(tmp_path / "a.ipynb"), "--outputs", str(out))
+                  "--bundle", str(tmp_path / "a.ipynb"),
+                  "--bundle", str(tmp_path / "veil.plans.json"), "--outputs", str(out))
     assert bad.returncode == 1 and "DIFFERS" in bad.stdout and "NOT VERIFIED" in bad.stdout
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.cleanroom.helpers import (
     FINAL,
+    aggregate_query,
     claims_csv,
     make_world,
     notebook,
@@ -19,8 +20,9 @@ from tests.cleanroom.helpers import (
 )
 
 NB = notebook("import veil\nv = veil.load('hospital/visits')\n"
-              "veil.publish('n', v.groupby('region').size().rename('n').reset_index(), "
-              "count_column='n')\nveil.publish('total', int(len(v)))")
+              "veil.publish('n', veil.aggregate(v, by='region', n='count'))\n"
+              "veil.publish('total', int(len(v)))")
+PLANS = {"n": aggregate_query(["hospital/visits"], ["region"], n={"fn": "count"})}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     w = make_world(server)
     ds = upload_csv(w.hospital, tmp, "visits", visits_csv())
     upload_csv(w.insurer, tmp, "claims", claims_csv())
-    job = w.researcher.submit({"a.ipynb": NB}, entrypoint="a.ipynb", inputs=["hospital/visits"])
+    job = w.researcher.submit({"a.ipynb": NB}, entrypoint="a.ipynb", inputs=["hospital/visits"],
+                              outputs=["n", "total"], plans=PLANS)
     w.hospital.approve(job["id"], job["digest"])
     job = wait(w.researcher, job["id"], FINAL)
     assert job["state"] == "output_review", job

@@ -10,6 +10,7 @@ import pytest
 
 from tests.cleanroom.helpers import (
     FINAL,
+    aggregate_query,
     claims_csv,
     make_world,
     notebook,
@@ -20,11 +21,15 @@ from tests.cleanroom.helpers import (
 
 ANALYSIS = notebook(
     "import veil\nv = veil.load('hospital/visits')\nc = veil.load('insurer/claims')",
-    "j = v.merge(c, on='patient_id')\n"
-    "t = j.groupby('region').agg(n=('patient_id', 'size'), amount=('amount', 'mean'))"
-    ".reset_index()",
-    "veil.publish('by_region', t, count_column='n')\nveil.publish('rows', int(len(j)))",
+    "t = veil.aggregate(veil.dp.join(v, c, on='patient_id'), by='region',\n"
+    "                   n=('patient_id', 'count_distinct'), amount=('amount', 'mean'))",
+    "veil.publish('by_region', t)\n"
+    "veil.publish('rows', int(len(v.merge(c, on='patient_id'))))",
 )
+BY_REGION = aggregate_query(["hospital/visits", "insurer/claims"], ["region"],
+                            join_on="patient_id",
+                            n={"fn": "count_distinct", "column": "patient_id"},
+                            amount={"fn": "mean", "column": "amount"})
 
 
 def test_full_two_stage_flow(live_server, tmp_path: Path) -> None:
@@ -38,7 +43,8 @@ def test_full_two_stage_flow(live_server, tmp_path: Path) -> None:
     assert kind in ("sample", "mock") and len(view) < 300
 
     job = w.researcher.submit({"a.ipynb": ANALYSIS}, entrypoint="a.ipynb",
-                              inputs=["hospital/visits", "insurer/claims"])
+                              inputs=["hospital/visits", "insurer/claims"],
+                              outputs=["by_region", "rows"], plans={"by_region": BY_REGION})
     assert job["state"] == "pending_approval"
     w.hospital.approve(job["id"], job["digest"])
     assert w.researcher.job(job["id"])["state"] == "pending_approval"
@@ -47,6 +53,7 @@ def test_full_two_stage_flow(live_server, tmp_path: Path) -> None:
     assert job["state"] == "output_review", job
     outputs = {o["name"]: o for o in job["outputs"]}
     assert outputs["by_region"]["status"] == "released"
+    assert outputs["by_region"]["kind"] == "aggregate"  # computed by the release executor
     assert outputs["rows"]["status"] == "pending_review"
     w.hospital.review_output(job["id"], "rows", "approve")
     job = w.insurer.review_output(job["id"], "rows", "approve")
