@@ -183,12 +183,35 @@ def _key_tuples(keys: object, n_by: int) -> list[list[Any]]:
     return out
 
 
-def _row_labels(df: pd.DataFrame, by: list[str]) -> list[str]:
+def _row_labels(df: pd.DataFrame, by: list[str]) -> np.ndarray:
+    """Each row's group label; labels are built once per distinct key, not once per row."""
     for b in by:
         _column(df, b)
-    if len(by) == 1:
-        return [_label([v]) for v in df[by[0]].tolist()]
-    return [_label(list(row)) for row in df[by].itertuples(index=False, name=None)]
+    codes = np.zeros(len(df), dtype=np.int64)
+    for b in by:
+        col_codes, uniques = pd.factorize(df[b], use_na_sentinel=False)
+        # Re-factorised after each column, codes stay below the row count: no overflow.
+        codes = pd.factorize(codes * len(uniques) + col_codes)[0]
+    distinct, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    rows = df[by].iloc[first].itertuples(index=False, name=None)
+    labels = np.array([_label(list(row)) for row in rows], dtype=object)
+    return labels[inverse] if len(distinct) else np.array([], dtype=object)
+
+
+def _noisy_category_counts(labels: list[str], data: np.ndarray, scale: float) -> list[int]:
+    """Exact counts per public label (+ the "other" bucket), then OpenDP's discrete Laplace.
+
+    The same release as ``_m_categories(labels, scale)(data)`` — count_by_categories is
+    d_in-stable into L1, the noise is OpenDP's sampler — without handing OpenDP a Python list
+    of every row. The cost is still the map of the full measurement (``_m_categories``).
+    """
+    position = {label: i for i, label in enumerate(labels)}
+    counts = [0] * (len(labels) + 1)
+    for label, n in pd.Series(data, dtype=object).value_counts(sort=False).items():
+        counts[position.get(str(label), len(labels))] += int(n)
+    noise = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int), size=len(counts)),
+                              dp.l1_distance(T=int), scale)
+    return [int(c) for c in noise(counts)]
 
 
 def _mag(b: tuple[float, float]) -> float:
@@ -324,7 +347,10 @@ def count(df: pd.DataFrame, *, epsilon: float, column: str | None = None,
         n = int(_column(df, column).notna().sum())
     scale = calibrate(_m_count, eps, 1.0 / eps, d_in=d)
     meas = _m_count(scale)
-    value = int(meas([True] * n))
+    # count is d_in-stable into an absolute distance: OpenDP's discrete Laplace on the exact n
+    # is the same release as meas([True] * n), without a Python list of every row.
+    noise = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale)
+    value = int(noise(n))
     return DPResult(value, "count", _spent(meas, d), 0.0,
                     _unit({"column": column, "scale": scale}, d))
 
@@ -429,10 +455,10 @@ def histogram(
         raise InvalidParameterError("pass exactly one of categories or bins")
     if categories is not None:
         labels = _category_labels(categories)
-        data = [_label([v]) for v in _column(df, column).tolist()]
+        data = _row_labels(df, [column])
         scale = calibrate(lambda s: _m_categories(labels, s), eps, 1.0 / eps, d_in=d)
         meas = _m_categories(labels, scale)
-        counts = meas(data)
+        counts = _noisy_category_counts(labels, data, scale)
         names = [str(json.loads(lab)[0]) for lab in labels]
         params: dict[str, Any] = {
             "column": column, "categories": [json.loads(x)[0] for x in labels]
@@ -469,7 +495,7 @@ def grouped_count(
     data = _row_labels(df, by_l)
     scale = calibrate(lambda s: _m_categories(labels, s), eps, 1.0 / eps, d_in=d)
     meas = _m_categories(labels, scale)
-    counts = meas(data)
+    counts = _noisy_category_counts(labels, data, scale)
     value = [
         {**dict(zip(by_l, k, strict=True)), "count": int(c)}
         for k, c in zip(key_t, counts[:-1], strict=True)
@@ -507,7 +533,7 @@ def grouped_sum(
     vals = s.to_numpy(dtype=float, na_value=np.nan)
     fixed = np.where(np.isnan(vals), 0.0, np.rint(np.clip(vals, b[0], b[1]) * factor))
     frame = pl.LazyFrame(
-        {"key": _row_labels(df, by_l), "v": fixed.astype(np.int64)},
+        {"key": _row_labels(df, by_l).tolist(), "v": fixed.astype(np.int64)},
         schema={"key": pl.String, "v": pl.Int64},
     )
     scale = calibrate(lambda sc: _m_grouped_sum(labels, b, sc), eps, 1.0 / eps, d_in=d)
