@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +162,53 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+def _flaky_swtpm(bin_dir: Path, failures: int) -> None:
+    """A swtpm on PATH that exits at start the first `failures` times, then is the real one."""
+    real = shutil.which("swtpm")
+    assert real is not None
+    bin_dir.mkdir()
+    script = bin_dir / "swtpm"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'n=$(cat "{bin_dir}/count" 2>/dev/null || echo 0)\n'
+        f'echo $((n + 1)) > "{bin_dir}/count"\n'
+        f'if [ "$n" -lt {failures} ]; then exit 1; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    script.chmod(0o755)
+
+
+@pytest.mark.tpm
+@pytest.mark.parametrize(("failures", "state"), [(1, "output_review"), (99, "failed")])
+def test_a_platform_fault_requeues_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           failures: int, state: str) -> None:
+    """swtpm fails at the job's start: re-queued (not failed), bounded by max_attempts."""
+    from tests.conftest import start_server
+
+    gen = start_server(tmp_path / "home")  # the swtpm template is made with the real swtpm
+    server = next(gen)
+    try:
+        _flaky_swtpm(tmp_path / "bin", failures)
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        w = make_world(server)
+        upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
+        job = w.researcher.submit({"a.py": b"import veil\nveil.publish('x', 1)\n"},
+                                  entrypoint="a.py", inputs=["hospital/visits"])
+        w.hospital.approve(job["id"], job["digest"])
+        done = wait(w.researcher, job["id"], FINAL, timeout=120)
+        assert done["state"] == state, done
+        assert done["attempts"] == 2
+        moves = [(t["from"], t["to"], t["reason"] or "") for t in done["transitions"]]
+        requeue = [r for f, t, r in moves if (f, t) == ("running", "approved")]
+        assert len(requeue) == 1
+        assert "platform fault (SwtpmError: swtpm exited during start-up" in requeue[0]
+        assert requeue[0].endswith("during attempt 1; re-queued")
+        if state == "failed":
+            assert done["reason"].endswith("during attempt 2 of 2; giving up")
+            assert "platform fault (SwtpmError" in done["reason"]
+        else:
+            assert "worker error" not in str(moves)
+    finally:
+        next(gen, None)

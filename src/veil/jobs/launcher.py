@@ -46,8 +46,10 @@ from veil.tee.attestation import (
     InsecureAttester,
     KeyReleaseDenied,
     SwtpmAttester,
+    SwtpmUnavailableError,
     create_swtpm_state,
     enroll_ak,
+    has_swtpm_state,
     report_data,
     swtpm_missing,
 )
@@ -63,6 +65,7 @@ _AGENT_SOCKET = "agent.sock"
 _KEY_FILE = "signing-keys.json"
 _AK_FILE = "ak.pem"
 _MAX_KEY_CHARS = 128
+_OPEN_ATTEMPTS = 3
 
 
 class LaunchError(AttestationError):
@@ -111,10 +114,24 @@ class AttestationServices:
         template, problem, aks = None, swtpm_missing(), []
         if problem is None:
             template = home / "tpm"
-            try:
-                aks.append(_pinned_ak(template))
-            except AttestationError as exc:
-                template, problem = None, f"software TPM unusable: {exc}"
+            # A swtpm start can fail transiently (a loaded host); without a retry here the
+            # server would stay without attestation for its whole life.
+            for attempt in range(1, _OPEN_ATTEMPTS + 1):
+                try:
+                    aks.append(_pinned_ak(template))
+                    problem = None
+                    break
+                except SwtpmUnavailableError as exc:
+                    problem = f"software TPM unusable: {exc}"
+                    break
+                except AttestationError as exc:
+                    problem = f"software TPM unusable: {exc}"
+                    if template.is_dir() and not has_swtpm_state(template):
+                        shutil.rmtree(template)  # half-made: manufacture it afresh next time
+                    if attempt < _OPEN_ATTEMPTS:
+                        time.sleep(0.2 * attempt)
+            if problem is not None:
+                template = None
         insecure_key = Ed25519PrivateKey.generate() if insecure_dev else None
         verifier = Verifier(
             keyring, issuer=ISSUER, trusted_aks=aks,

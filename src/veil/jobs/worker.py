@@ -30,6 +30,7 @@ from veil.jobs.service import load_bundle
 from veil.release import PENDING, Decision, InputRules, ManifestError, evaluate, ledger
 from veil.store.db import Database
 from veil.store.models import Job, Output, utcnow
+from veil.tee.faults import PlatformFault
 from veil.tee.sandbox import SandboxBackend, SandboxLimits, SandboxRequest
 
 log = logging.getLogger("veil.worker")
@@ -137,6 +138,9 @@ class Worker:
                 "sandbox_start_s": result.sandbox_start_s,
                 "backend": result.backend, "insecure": result.insecure,
                 "attestation": summary}, attestation=(token, manifest))
+        except PlatformFault as exc:  # the host failed, not the workload: run it again
+            log.warning("job %s: platform fault: %s", job_id, exc)
+            self._requeue_after_fault(job_id, exc)
         except LaunchError as exc:  # measured, data-free messages
             log.warning("job %s: %s", job_id, exc)
             self._fail(job_id, str(exc), {})
@@ -221,6 +225,25 @@ class Worker:
                 return
             transition(session, job, State.FAILED, actor=f"system:{self.worker_id}",
                        reason=reason, result=result)
+
+    def _requeue_after_fault(self, job_id: str, fault: PlatformFault) -> None:
+        """Put a job the platform failed back in the queue; fail it once attempts run out.
+
+        A platform fault never counts against the workload: the reason names the fault, and the
+        bound is the same ``max_attempts`` that covers a lost worker.
+        """
+        what = f"platform fault ({type(fault).__name__}: {str(fault)[:200]})"
+        with self.db.transaction() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != State.RUNNING.value or job.worker_id != self.worker_id:
+                return
+            if job.attempts < self.max_attempts:
+                transition(session, job, State.APPROVED, actor=f"system:{self.worker_id}",
+                           reason=f"{what} during attempt {job.attempts}; re-queued")
+            else:
+                transition(session, job, State.FAILED, actor=f"system:{self.worker_id}",
+                           reason=f"{what} during attempt {job.attempts} of "
+                                  f"{self.max_attempts}; giving up")
 
     def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
         while not stop.wait(max(self.lease_s / 3, 0.2)):

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -29,7 +30,14 @@ from veil.tee.attestation.errors import SwtpmError, SwtpmUnavailableError
 from veil.tee.attestation.eventlog import MEASUREMENT_PCR, EventLog
 from veil.tee.attestation.evidence import LOCAL_SWTPM_TYPE, Evidence
 
-__all__ = ["SwtpmAttester", "create_swtpm_state", "enroll_ak", "key_id", "swtpm_missing"]
+__all__ = [
+    "SwtpmAttester",
+    "create_swtpm_state",
+    "enroll_ak",
+    "has_swtpm_state",
+    "key_id",
+    "swtpm_missing",
+]
 
 _STATE_FILE = "tpm2-00.permall"
 _START_TIMEOUT_S = 5.0
@@ -46,6 +54,11 @@ def swtpm_missing() -> str | None:
     return None
 
 
+def has_swtpm_state(directory: Path) -> bool:
+    """Whether ``directory`` holds manufactured TPM state (a template or a job's copy)."""
+    return (directory / _STATE_FILE).is_file()
+
+
 def key_id(public_key: PublicKeyTypes) -> str:
     """Stable id of a pinned key: SHA-256 of its SubjectPublicKeyInfo DER."""
     der = public_key.public_bytes(
@@ -54,17 +67,36 @@ def key_id(public_key: PublicKeyTypes) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
+def _accepts(path: Path) -> bool:
+    """True once a unix socket at ``path`` accepts a connection (it is listening)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class _Swtpm:
     """One swtpm process bound to a unix socket in ``workdir``; always killed on stop()."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, start_timeout_s: float = _START_TIMEOUT_S) -> None:
         self.workdir = workdir
         self.socket = workdir / "tpm.sock"
+        self.ctrl = workdir / "tpm.sock.ctrl"
+        self.start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        if len(str(self.socket)) + len(".ctrl") > 100:
+        """Start swtpm and return only once both sockets accept a connection.
+
+        The socket file appears at bind(), before listen(): waiting for the file alone lets the
+        first connect race swtpm and fail with ECONNREFUSED.
+        """
+        if len(str(self.ctrl)) > 100:
             raise SwtpmError("swtpm work dir path is too long for a unix socket (max ~100 chars)")
+        for stale in (self.socket, self.ctrl):
+            stale.unlink(missing_ok=True)
         log = open(self.workdir / "swtpm.log", "wb")  # noqa: SIM115 - handed to the child
         try:
             self._proc = subprocess.Popen(
@@ -72,7 +104,7 @@ class _Swtpm:
                     "swtpm", "socket", "--tpm2",
                     "--tpmstate", f"dir={self.workdir}",
                     "--server", f"type=unixio,path={self.socket}",
-                    "--ctrl", f"type=unixio,path={self.socket}.ctrl",
+                    "--ctrl", f"type=unixio,path={self.ctrl}",
                     "--flags", "not-need-init,startup-clear",
                 ],
                 stdin=subprocess.DEVNULL,
@@ -83,15 +115,18 @@ class _Swtpm:
             raise SwtpmUnavailableError(f"cannot run swtpm: {exc.strerror}") from None
         finally:
             log.close()
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not self.socket.exists():
-            if self._proc.poll() is not None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while not (_accepts(self.socket) and _accepts(self.ctrl)):
+            code = self._proc.poll()
+            if code is not None:
                 self.stop()
-                raise SwtpmError("swtpm exited during start-up (see its log in the job dir)")
+                raise SwtpmError(f"swtpm exited during start-up (exit status {code}; "
+                                 "see swtpm.log in its work dir)")
             if time.monotonic() > deadline:
                 self.stop()
-                raise SwtpmError("swtpm did not open its socket in time")
-            time.sleep(0.002)
+                raise SwtpmError(f"swtpm did not accept connections within "
+                                 f"{self.start_timeout_s:g} s")
+            time.sleep(0.005)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

@@ -12,6 +12,7 @@ from ._insecure import InsecureSubprocessBackend
 from ._types import (
     SandboxBackend,
     SandboxError,
+    SandboxHostFault,
     SandboxLimits,
     SandboxRequest,
     SandboxResult,
@@ -23,6 +24,7 @@ __all__ = [
     "InsecureSubprocessBackend",
     "SandboxBackend",
     "SandboxError",
+    "SandboxHostFault",
     "SandboxLimits",
     "SandboxRequest",
     "SandboxResult",

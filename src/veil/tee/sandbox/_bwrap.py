@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from . import _cgroup, _host
 from ._seccomp import seccomp_bpf
 from ._types import (
+    SandboxHostFault,
     SandboxLimits,
     SandboxRequest,
     SandboxResult,
@@ -156,6 +157,15 @@ class BubblewrapBackend:
         self._bpf = seccomp_bpf()
 
     def run(self, request: SandboxRequest) -> SandboxResult:
+        """Run one job; a host-side OS failure is a SandboxHostFault (the job may re-run)."""
+        try:
+            return self._run(request)
+        except OSError as exc:
+            raise SandboxHostFault(
+                f"sandbox host failure: {exc.strerror or type(exc).__name__}"
+            ) from None
+
+    def _run(self, request: SandboxRequest) -> SandboxResult:
         entry = _host.validate_request(request)
         limits = request.limits
         is_nb = entry.suffix == ".ipynb"
