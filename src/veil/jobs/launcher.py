@@ -65,6 +65,7 @@ _AGENT_SOCKET = "agent.sock"
 _KEY_FILE = "signing-keys.json"
 _AK_FILE = "ak.pem"
 _MAX_KEY_CHARS = 128
+SWTPM_RUN_DIR = "_tpm"  # under the run folder; job ids are hex, so no job dir collides
 _OPEN_ATTEMPTS = 3
 
 
@@ -102,14 +103,18 @@ class AttestationServices:
     insecure_key: Ed25519PrivateKey | None
     nonces: _NonceBook = field(default_factory=_NonceBook)
     issuer: str = ISSUER
+    swtpm_workdir: Path | None = None  # per-job swtpm state goes here (swept after a crash)
 
     def jwks(self) -> dict[str, Any]:
         return self.keyring.jwks()
 
     @classmethod
-    def open(cls, home: Path, *, insecure_dev: bool = False,
-             rotate_after_days: float = 30.0) -> AttestationServices:
-        """Load (or create) the signing keys and the swtpm template under ``home``."""
+    def open(cls, home: Path, *, insecure_dev: bool = False, rotate_after_days: float = 30.0,
+             run_dir: Path | None = None) -> AttestationServices:
+        """Load (or create) the signing keys and the swtpm template under ``home``.
+
+        Per-job swtpm state lives under ``run_dir`` (default: a temp dir per job).
+        """
         keyring = _load_keyring(home / "keys" / "attest", rotate_after_days)
         template, problem, aks = None, swtpm_missing(), []
         if problem is None:
@@ -138,7 +143,8 @@ class AttestationServices:
             insecure_keys=[insecure_key.public_key()] if insecure_key else (),
             allow_insecure=insecure_dev,
         )
-        return cls(keyring, verifier, template, problem, insecure_key)
+        return cls(keyring, verifier, template, problem, insecure_key,
+                   swtpm_workdir=run_dir / SWTPM_RUN_DIR if run_dir is not None else None)
 
 
 def _load_keyring(directory: Path, rotate_after_days: float) -> SigningKeyRing:
@@ -269,7 +275,8 @@ class JobLaunch:
             if self._backend == "local-sandbox":
                 if self._services.swtpm_template is None:
                     raise LaunchError(f"attestation unavailable: {self._services.swtpm_problem}")
-                attester = SwtpmAttester(self._services.swtpm_template)
+                attester = SwtpmAttester(self._services.swtpm_template,
+                                         workdir_parent=self._services.swtpm_workdir)
                 self._attester = attester.__enter__()
             else:
                 if self._services.insecure_key is None:

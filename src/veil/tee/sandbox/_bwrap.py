@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from veil.tee.owned import owned_name, owner_gone
+
 from . import _cgroup, _host
 from ._seccomp import seccomp_bpf
 from ._types import (
@@ -143,12 +145,50 @@ def _staging_full(path: Path, cap: int) -> bool:
     return st.f_bavail == 0 or used >= cap - 64 * 1024
 
 
+def _make_run_dir(scratch: Path | None) -> Path:
+    if scratch is None:
+        return Path(tempfile.mkdtemp(prefix="veil-sbx-"))
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    run_dir = scratch / owned_name()
+    run_dir.mkdir(mode=0o700)
+    return run_dir
+
+
+def _mount_points() -> set[str]:
+    with open("/proc/self/mountinfo") as fh:  # field 5 is the mount point (octal-escaped)
+        return {line.split()[4].encode().decode("unicode_escape") for line in fh}
+
+
+def sweep_scratch(scratch: Path) -> int:
+    """Unmount and delete the run dirs of worker processes that have exited, and their cgroups.
+
+    A worker killed mid-job leaves its size-capped outputs tmpfs mounted and its cgroups behind;
+    bwrap itself dies with its parent (--die-with-parent).
+    """
+    swept = _cgroup.sweep_stale_cgroups()
+    if not scratch.is_dir():
+        return swept
+    mounted = _mount_points()
+    for entry in scratch.iterdir():
+        if not owner_gone(entry.name) or entry.is_symlink():
+            continue
+        staging = entry / "outputs"
+        if str(staging) in mounted:
+            _umount(staging)
+        shutil.rmtree(entry, ignore_errors=True)
+        swept += 1
+    return swept
+
+
 class BubblewrapBackend:
     """Runs each job under bubblewrap: no network, read-only system, only the job's folders."""
 
     name = "local-sandbox"
 
-    def __init__(self, bwrap: str | None = None) -> None:
+    def __init__(self, bwrap: str | None = None, *, scratch_dir: Path | None = None) -> None:
+        """``scratch_dir`` holds each run's staging mount and files (default: the temp dir);
+        under the run folder, ``sweep_scratch`` can clean what a killed worker left."""
+        self._scratch = scratch_dir
         found = bwrap or find_bwrap()
         if not found or not os.access(found, os.X_OK):
             raise SandboxUnavailable(BWRAP_MISSING)
@@ -169,7 +209,7 @@ class BubblewrapBackend:
         entry = _host.validate_request(request)
         limits = request.limits
         is_nb = entry.suffix == ".ipynb"
-        run_dir = Path(tempfile.mkdtemp(prefix="veil-sbx-"))
+        run_dir = _make_run_dir(self._scratch)
         cg: _cgroup.JobCgroup | None = None
         staged = False
         staging = run_dir / "outputs"

@@ -12,11 +12,13 @@ import contextlib
 import os
 import signal
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from veil.tee.owned import owned_name, owner_gone
+
 _ROOT = Path("/sys/fs/cgroup")
+_PREFIX = "veil-sbx-"
 
 
 def cgroup_version() -> int | None:
@@ -83,7 +85,7 @@ def create_job_cgroup(memory_bytes: int, max_processes: int) -> JobCgroup | None
     """Create memory+pids cgroups for one job, or None if this host cannot (v2, no privilege)."""
     if cgroup_version() != 1:
         return None
-    name = f"veil-sbx-{uuid.uuid4().hex[:12]}"
+    name = owned_name(_PREFIX)
     mem = _ROOT / "memory" / _own_path("memory").lstrip("/") / name
     pids = _ROOT / "pids" / _own_path("pids").lstrip("/") / name
     made: list[Path] = []
@@ -102,6 +104,19 @@ def create_job_cgroup(memory_bytes: int, max_processes: int) -> JobCgroup | None
                 path.rmdir()
         return None
     return JobCgroup(memory=mem, pids=pids)
+
+
+def sweep_stale_cgroups() -> int:
+    """Kill and remove the job cgroups of worker processes that have exited (e.g. SIGKILL)."""
+    if cgroup_version() != 1:
+        return 0
+    mem_root = _ROOT / "memory" / _own_path("memory").lstrip("/")
+    pids_root = _ROOT / "pids" / _own_path("pids").lstrip("/")
+    names = {p.name for root in (mem_root, pids_root) if root.is_dir()
+             for p in root.glob(_PREFIX + "*") if owner_gone(p.name, _PREFIX)}
+    for name in names:
+        JobCgroup(memory=mem_root / name, pids=pids_root / name).destroy()
+    return len(names)
 
 
 def _read(path: Path) -> str:
