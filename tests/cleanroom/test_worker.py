@@ -309,3 +309,6 @@ def test_kill_9_mid_job_leaves_nothing_after_restart(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait()
+        from veil.tee.sandbox import sweep_scratch
+
+        sweep_scratch(home / "run" / "_sandbox")  # a failed assertion above may leave a mount

@@ -44,6 +44,7 @@ _RESERVED = tuple(
 )
 _VENV_DEST = "/opt/veil/venv"
 _SRC_DEST = "/opt/veil/src"
+_RUNNER_DEST = "/opt/veil/runner.py"
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _MNT_DETACH = 2
 _PASSWD = "sandbox:x:65534:65534:veil sandbox:/work:/usr/sbin/nologin\n"
@@ -117,9 +118,10 @@ def _runtime() -> _Runtime:
     if not (src.is_relative_to(prefix) or src.is_relative_to(base)):
         place(src, _SRC_DEST)
         pythonpath = _SRC_DEST
-    runner = translate(_host.RUNNER_PATH.resolve())
+    # The runner is stdlib-only, so it can sit alone at a neutral path whatever the host layout.
+    binds.append((str(_host.RUNNER_PATH.resolve()), _RUNNER_DEST))
     _host.check_not_exposing_home([Path(h) for h, _ in binds])
-    return _Runtime(tuple(binds), python, pythonpath, runner)
+    return _Runtime(tuple(binds), python, pythonpath, _RUNNER_DEST)
 
 
 def _mount_tmpfs(path: Path, size: int) -> bool:
@@ -226,24 +228,33 @@ class BubblewrapBackend:
             cg = _cgroup.create_job_cgroup(limits.memory_bytes, limits.max_processes)
             bpf_fd = os.open(bpf_path, os.O_RDONLY)
             status_r, status_w = os.pipe()
+            args_fd = -1
             try:
-                argv = self._argv(request, entry, limits, out_src, etc, bpf_fd, status_w, cg)
+                args = self._argv(request, entry, limits, out_src, etc, bpf_fd, status_w, cg)
+                args_path = run_dir / "bwrap.args"
+                split = args.index("--")  # bwrap takes options from the fd, the command not
+                args_path.write_bytes(b"".join(a.encode() + b"\0" for a in args[:split]))
+                args_fd = os.open(args_path, os.O_RDONLY)
+                argv = self._command(args_fd, args[split:], cg)
             except BaseException:
-                for fd in (bpf_fd, status_r, status_w):
-                    os.close(fd)
+                for fd in (bpf_fd, status_r, status_w, args_fd):
+                    if fd >= 0:
+                        os.close(fd)
                 raise
             env = _host.base_env(request, inputs="/inputs", outputs="/outputs", home="/work")
             if self._runtime.pythonpath:
                 env["PYTHONPATH"] = self._runtime.pythonpath
-            watchdog = None if staged else _host.output_size_watchdog(out_src, limits.output_bytes)
+            watchdogs = [] if staged else [_host.output_size_watchdog(out_src, limits.output_bytes)]
+            if cg is not None:
+                watchdogs.append(cg.fork_bomb_watchdog(limits.max_processes))
             raw = _host.supervise(
                 argv,
                 env=env,
                 cwd=str(run_dir),
                 status_r=status_r,
-                pass_fds=(bpf_fd, status_w),
+                pass_fds=(bpf_fd, status_w, args_fd),
                 wall_seconds=limits.wall_seconds,
-                watchdog=watchdog,
+                watchdog=_host.first_of(watchdogs),
             )
             memory_hit = cg.memory_limit_hit() if cg else False
             pids_hit = cg.pids_limit_hit() if cg else False
@@ -281,10 +292,10 @@ class BubblewrapBackend:
         status_w: int,
         cg: _cgroup.JobCgroup | None,
     ) -> list[str]:
+        """bwrap's arguments (without the executable), ending in the runner's command line."""
         rt = self._runtime
         uid = str(_SANDBOX_UID)
         args = [
-            self._bwrap,
             "--unshare-all", "--unshare-user", "--disable-userns",
             "--uid", uid, "--gid", uid, "--hostname", "sandbox",
             "--die-with-parent", "--new-session", "--cap-drop", "ALL",
@@ -302,6 +313,7 @@ class BubblewrapBackend:
             "--ro-bind", str(etc / "passwd"), "/etc/passwd",
             "--ro-bind", str(etc / "group"), "/etc/group",
             "--proc", "/proc", "--dev", "/dev",
+            "--size", str(limits.tmpfs_bytes), "--tmpfs", "/dev/shm",
             "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
             "--size", str(limits.tmpfs_bytes), "--tmpfs", "/work",
             "--ro-bind", str(req.bundle_dir.resolve()), "/job",
@@ -312,6 +324,9 @@ class BubblewrapBackend:
             args += ["--ro-bind", str(Path(ro_src).resolve()), ro_dest]
         for rw_src, rw_dest in req.extra_rw_binds:
             args += ["--bind", str(Path(rw_src).resolve()), rw_dest]
+        # bwrap's root and /dev are tmpfs without a size cap: once every mount point exists,
+        # make them read-only, so the only writable places are the capped tmpfs and /outputs.
+        args += ["--remount-ro", "/dev", "--remount-ro", "/"]
         args += ["--chdir", "/work", "--seccomp", str(bpf_fd), "--"]
         rlimits = {"cpu": limits.cpu_seconds, "fsize": limits.max_file_bytes, "nofile": 1024}
         if cg is None:  # no cgroup: fall back to rlimits (RLIMIT_NPROC is weak for host root)
@@ -320,11 +335,19 @@ class BubblewrapBackend:
         inner = "/job/" + str(PurePosixPath(req.entrypoint))
         args += [rt.python, "-s", "-P", rt.runner]
         args += _host.runner_args(status_w, rlimits, limits.wall_seconds, inner)
+        return args
+
+    def _command(self, args_fd: int, inner: list[str], cg: _cgroup.JobCgroup | None
+                 ) -> list[str]:
+        """bwrap reading its options (all the host paths) from ``args_fd``, then ``inner``
+        ("--" and the runner's sandbox-side command line): the sandbox sees this as
+        /proc/1/cmdline."""
+        command = [self._bwrap, "--args", str(args_fd), *inner]
         if cg is None:
-            return args
+            return command
         # Join the job's cgroups before exec'ing bwrap, so every sandboxed task is accounted.
         script = (
             'for f in "$1" "$2"; do echo $$ > "$f" || exit 125; done; '
             'echo 1000 > /proc/self/oom_score_adj; shift 2; exec "$@"'
         )
-        return ["/bin/sh", "-c", script, "sh", *map(str, cg.procs_files), *args]
+        return ["/bin/sh", "-c", script, "sh", *map(str, cg.procs_files), *command]

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,36 @@ class JobCgroup:
             if key == "max" and value.strip().isdigit() and int(value) > 0:
                 return True
         return False
+
+    def pids_refused(self) -> int:
+        """How many forks the pids limit has refused so far."""
+        for line in _read(self.pids / "pids.events").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "max" and value.strip().isdigit():
+                return int(value)
+        return 0
+
+    def pids_current(self) -> int:
+        value = _read(self.pids / "pids.current").strip()
+        return int(value) if value.isdigit() else 0
+
+    def fork_bomb_watchdog(self, limit: int, strikes: int = 5) -> Callable[[], str | None]:
+        """A watchdog (polled every ~0.2 s) that stops a job sitting at its process limit.
+
+        The pids limit only refuses forks; a workload that keeps retrying would spin at the
+        limit until the wall clock. ``strikes`` consecutive polls at the limit with new refusals
+        end it with the same reason a failed fork gives.
+        """
+        last, count = 0, 0
+
+        def check() -> str | None:
+            nonlocal last, count
+            refused = self.pids_refused()
+            count = count + 1 if refused > last and self.pids_current() >= limit - 1 else 0
+            last = refused
+            return "process limit" if count >= strikes else None
+
+        return check
 
     def destroy(self) -> None:
         """Kill whatever is left in the cgroups, then remove them."""
