@@ -22,6 +22,7 @@ __all__ = [
     "AttestationSpec",
     "ColumnSpec",
     "DatasetPolicy",
+    "LimitsSpec",
     "MockViewSpec",
     "SampleViewSpec",
     "SchemaSpec",
@@ -152,6 +153,20 @@ class AttestationSpec(_Strict):
         return _unique(v, "attestation.allowed_backends")
 
 
+class LimitsSpec(_Strict):
+    """Sandbox limits a provider imposes on every job that reads this dataset.
+
+    A policy can only lower the operator's limits: a job runs with the lowest value of each
+    knob over the operator's settings and every input's policy. Omitted knobs do not constrain.
+    """
+
+    wall_seconds: int | None = Field(default=None, gt=0)
+    cpu_seconds: int | None = Field(default=None, gt=0)
+    memory_bytes: int | None = Field(default=None, gt=0)
+    max_processes: int | None = Field(default=None, ge=8)  # python needs a few threads
+    output_bytes: int | None = Field(default=None, gt=0)
+
+
 class DatasetPolicy(_Strict):
     """Who may use a dataset, how jobs are approved, and which outputs/views are allowed."""
 
@@ -165,6 +180,7 @@ class DatasetPolicy(_Strict):
     schema_spec: SchemaSpec | None = Field(default=None, alias="schema")
     budget: BudgetPolicy | None = None
     attestation: AttestationSpec | None = None
+    limits: LimitsSpec | None = None
 
     @field_validator("consumers")
     @classmethod

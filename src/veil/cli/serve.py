@@ -1,4 +1,8 @@
-"""`veil serve`: the API server and its worker in one process."""
+"""`veil serve`: the API server and its worker in one process.
+
+Sandbox limits (``--sandbox-*``, or ``VEIL_SANDBOX_*`` in the environment) are the operator's
+ceiling; a dataset policy's ``[limits]`` can only lower them for jobs reading that dataset.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,16 @@ def serve(
         False, "--insecure-dev",
         help="run jobs WITHOUT bubblewrap isolation; everything produced is marked insecure"),
     max_upload_bytes: int = typer.Option(None, "--max-upload-bytes"),
+    sandbox_wall_s: int = typer.Option(None, "--sandbox-wall-s", min=1,
+                                       help="wall-clock limit of a job, seconds"),
+    sandbox_cpu_s: int = typer.Option(None, "--sandbox-cpu-s", min=1,
+                                      help="CPU-time limit of a job, seconds"),
+    sandbox_memory_bytes: int = typer.Option(None, "--sandbox-memory-bytes", min=1,
+                                             help="memory limit of a job, bytes"),
+    sandbox_max_processes: int = typer.Option(None, "--sandbox-max-processes", min=8,
+                                              help="process/thread limit of a job"),
+    sandbox_output_bytes: int = typer.Option(None, "--sandbox-output-bytes", min=1,
+                                             help="total output size limit of a job, bytes"),
 ) -> None:
     """Serve the API (FastAPI + uvicorn); migrations are applied on start."""
     import uvicorn
@@ -31,7 +45,11 @@ def serve(
 
     settings = Settings.from_env(home=home, database_url=database_url,
                                  insecure_dev=insecure_dev or None,
-                                 max_upload_bytes=max_upload_bytes)
+                                 max_upload_bytes=max_upload_bytes,
+                                 sandbox_wall_s=sandbox_wall_s, sandbox_cpu_s=sandbox_cpu_s,
+                                 sandbox_memory_bytes=sandbox_memory_bytes,
+                                 sandbox_max_processes=sandbox_max_processes,
+                                 sandbox_output_bytes=sandbox_output_bytes)
     if workers:
         try:
             backend_for("local-sandbox", insecure_dev=settings.insecure_dev)

@@ -26,6 +26,7 @@ from veil import audit
 from veil.catalog.service import Catalog, policy_of
 from veil.jobs.launcher import AttestationServices, JobLaunch, LaunchError, plan_launch
 from veil.jobs.lifecycle import StaleState, State, transition
+from veil.jobs.limits import effective_limits
 from veil.jobs.service import load_bundle
 from veil.release import PENDING, Decision, InputRules, ManifestError, evaluate, ledger
 from veil.store.db import Database
@@ -168,19 +169,21 @@ class Worker:
                 raise LaunchError("no attestation services configured; refusing to run")
             rules = [InputRules(inp.dataset.id, inp.dataset.full_name,
                                 policy_of(inp.dataset).min_group_size) for inp in job.inputs]
+            limits = effective_limits(self.limits, [policy_of(inp.dataset).limits
+                                                    for inp in job.inputs])
             # Only ciphertext is staged; keys come from the broker inside the sandbox.
             launch, index = plan_launch(
                 self.attestation, self.db, self.catalog, session, job, inputs_dir,
                 backend=self.backend.name,
                 backend_config={"name": self.backend.name, "insecure": job.insecure,
-                                "limits": asdict(self.limits)})
+                                "limits": asdict(limits)})
             (inputs_dir / "inputs.json").write_text(json.dumps(index))
             audit.record(session, actor=f"system:{self.worker_id}", action="job.inputs_prepared",
                          subject=job_id, detail={"inputs": sorted(index["datasets"])})
             entrypoint = job.entrypoint
         request = SandboxRequest(bundle_dir=bundle_dir, entrypoint=entrypoint,
                                  inputs_dir=inputs_dir, outputs_dir=outputs_dir,
-                                 limits=self.limits, env={"VEIL_JOB_ID": job_id})
+                                 limits=limits, env={"VEIL_JOB_ID": job_id})
         return request, rules, launch
 
     def _release(self, job_id: str, outputs_dir: Path, rules: list[InputRules],

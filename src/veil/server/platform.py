@@ -34,7 +34,8 @@ class Platform:
         backend = backend_for("local-sandbox", insecure_dev=self.settings.insecure_dev,
                               scratch_dir=self.settings.run_dir / SANDBOX_RUN_DIR)
         worker = Worker(self.db, self.catalog, backend, self.settings.run_dir,
-                        limits=limits or SandboxLimits(), lease_s=self.settings.worker_lease_s,
+                        limits=limits or operator_limits(self.settings),
+                        lease_s=self.settings.worker_lease_s,
                         max_attempts=self.settings.max_attempts,
                         attestation=self.attestation)
         self.workers.append(worker)
@@ -54,6 +55,15 @@ class Platform:
         for thread in self._threads:
             thread.join(timeout=30)
         self.db.dispose()
+
+
+def operator_limits(settings: Settings) -> SandboxLimits:
+    """The operator's sandbox limits: the settings' knobs over the sandbox's defaults."""
+    knobs = {"wall_seconds": settings.sandbox_wall_s, "cpu_seconds": settings.sandbox_cpu_s,
+             "memory_bytes": settings.sandbox_memory_bytes,
+             "max_processes": settings.sandbox_max_processes,
+             "output_bytes": settings.sandbox_output_bytes}
+    return SandboxLimits(**{k: v for k, v in knobs.items() if v is not None})
 
 
 def create_platform(settings: Settings) -> Platform:
