@@ -15,6 +15,10 @@ def default_home() -> Path:
     return Path(os.environ.get("VEIL_HOME", str(Path.home() / ".veil"))).expanduser()
 
 
+_SANDBOX_KNOBS = ("sandbox_wall_s", "sandbox_cpu_s", "sandbox_memory_bytes",
+                  "sandbox_max_processes", "sandbox_output_bytes")
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path = field(default_factory=default_home)
@@ -25,6 +29,20 @@ class Settings:
     worker_poll_s: float = 0.5
     worker_lease_s: float = 30.0
     max_attempts: int = 2
+    # Sandbox limits of every job; None keeps the sandbox's own default (SandboxLimits).
+    # A dataset policy's [limits] can only lower them.
+    sandbox_wall_s: int | None = None
+    sandbox_cpu_s: int | None = None
+    sandbox_memory_bytes: int | None = None
+    sandbox_max_processes: int | None = None
+    sandbox_output_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in _SANDBOX_KNOBS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value <= 0):
+                raise ValueError(f"{name} must be a positive integer")
 
     @property
     def db_url(self) -> str:
@@ -57,6 +75,13 @@ class Settings:
             values["max_upload_bytes"] = int(env["VEIL_MAX_UPLOAD_BYTES"])
         if "VEIL_WORKER_LEASE_S" in env:
             values["worker_lease_s"] = float(env["VEIL_WORKER_LEASE_S"])
+        for name in _SANDBOX_KNOBS:
+            raw = env.get(f"VEIL_{name.upper()}")
+            if raw is not None:
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"VEIL_{name.upper()} must be an integer") from None
         if env.get("VEIL_INSECURE_DEV") == "1":
             values["insecure_dev"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})

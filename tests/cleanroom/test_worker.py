@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -161,3 +163,152 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+def _flaky_swtpm(bin_dir: Path, failures: int) -> None:
+    """A swtpm on PATH that exits at start the first `failures` times, then is the real one."""
+    real = shutil.which("swtpm")
+    assert real is not None
+    bin_dir.mkdir()
+    script = bin_dir / "swtpm"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'n=$(cat "{bin_dir}/count" 2>/dev/null || echo 0)\n'
+        f'echo $((n + 1)) > "{bin_dir}/count"\n'
+        f'if [ "$n" -lt {failures} ]; then exit 1; fi\n'
+        f'exec {real} "$@"\n'
+    )
+    script.chmod(0o755)
+
+
+@pytest.mark.tpm
+@pytest.mark.parametrize(("failures", "state"), [(1, "output_review"), (99, "failed")])
+def test_a_platform_fault_requeues_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           failures: int, state: str) -> None:
+    """swtpm fails at the job's start: re-queued (not failed), bounded by max_attempts."""
+    from tests.conftest import start_server
+
+    gen = start_server(tmp_path / "home")  # the swtpm template is made with the real swtpm
+    server = next(gen)
+    try:
+        _flaky_swtpm(tmp_path / "bin", failures)
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        w = make_world(server)
+        upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
+        job = w.researcher.submit({"a.py": b"import veil\nveil.publish('x', 1)\n"},
+                                  entrypoint="a.py", inputs=["hospital/visits"])
+        w.hospital.approve(job["id"], job["digest"])
+        done = wait(w.researcher, job["id"], FINAL, timeout=120)
+        assert done["state"] == state, done
+        assert done["attempts"] == 2
+        moves = [(t["from"], t["to"], t["reason"] or "") for t in done["transitions"]]
+        requeue = [r for f, t, r in moves if (f, t) == ("running", "approved")]
+        assert len(requeue) == 1
+        assert "platform fault (SwtpmError: swtpm exited during start-up" in requeue[0]
+        assert requeue[0].endswith("during attempt 1; re-queued")
+        if state == "failed":
+            assert done["reason"].endswith("during attempt 2 of 2; giving up")
+            assert "platform fault (SwtpmError" in done["reason"]
+        else:
+            assert "worker error" not in str(moves)
+    finally:
+        next(gen, None)
+
+
+def _refused(sock_path: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(sock_path))
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+    return False
+
+
+def _mounts_under(path: Path) -> list[str]:
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(str(path))]
+
+
+def _cgroups_of(pid: int) -> list[Path]:
+    from veil.tee.sandbox import _cgroup
+
+    found = []
+    for controller in ("memory", "pids"):
+        own = _cgroup._own_path(controller).lstrip("/")
+        found += (Path("/sys/fs/cgroup") / controller / own).glob(f"veil-sbx-{pid}-*")
+    return found
+
+
+@pytest.mark.tpm
+def test_kill_9_mid_job_leaves_nothing_after_restart(tmp_path: Path) -> None:
+    """SIGKILL the server while the sandbox runs: its children die with it, and the restart
+    sweeps the staging mount, cgroups, swtpm state and key-agent dir it left."""
+    import psutil
+
+    from tests.conftest import LiveServer, _free_port
+    from veil.identity import Role, create_user
+    from veil.settings import Settings
+    from veil.store import open_database
+
+    home = tmp_path / "home"
+    settings = Settings(home=home)
+    settings.ensure_dirs()
+    db = open_database(settings.db_url)
+    with db.transaction() as session:
+        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="t")
+    db.dispose()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    agents = set(Path(tempfile.gettempdir()).glob("veil-ka-*"))
+    server = _serve(home, port, tmp_path / "log")
+    try:
+        _healthy(url)
+        w = make_world(LiveServer(url, None, admin_token))
+        upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
+        code = "import time, veil\ntime.sleep(6)\nveil.publish('done', 1)\n"
+        job = w.researcher.submit({"a.py": code.encode()}, entrypoint="a.py",
+                                  inputs=["hospital/visits"])
+        w.hospital.approve(job["id"], job["digest"])
+        wait(w.researcher, job["id"], {"running"}, timeout=60)
+        deadline = time.monotonic() + 30
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline:  # until the sandbox (bwrap) and its swtpm run
+            children = psutil.Process(server.pid).children(recursive=True)
+            if {"swtpm", "bwrap"} <= {c.name() for c in children}:
+                break
+            time.sleep(0.05)
+        assert {"swtpm", "bwrap"} <= {c.name() for c in children}
+        time.sleep(0.5)
+        old_pid = server.pid
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+
+        _, alive = psutil.wait_procs(children, timeout=5)
+        assert alive == [], [p.name() for p in alive]  # PDEATHSIG / --die-with-parent
+        # What a crash leaves behind, before the restart sweeps it:
+        assert _mounts_under(home)
+        assert list((home / "run" / "_tpm").glob(f"{old_pid}-*"))
+        assert _cgroups_of(old_pid)
+        dead_agents = [d for d in set(Path(tempfile.gettempdir()).glob("veil-ka-*")) - agents
+                       if _refused(d / "agent.sock")]
+        assert dead_agents  # the job's key-agent dir, its socket now unanswered
+
+        server = _serve(home, port, tmp_path / "log")
+        _healthy(url)
+        assert not [m for m in _mounts_under(home) if f"/{old_pid}-" in m]
+        assert not list((home / "run" / "_tpm").glob(f"{old_pid}-*"))
+        assert not list((home / "run" / "_sandbox").glob(f"{old_pid}-*"))
+        assert _cgroups_of(old_pid) == []
+        assert not [d for d in dead_agents if d.exists()]
+        done = wait(w.researcher, job["id"], FINAL, timeout=120)
+        assert done["state"] == "output_review", done
+    finally:
+        server.kill()
+        server.wait()
+        from veil.tee.sandbox import sweep_scratch
+
+        sweep_scratch(home / "run" / "_sandbox")  # a failed assertion above may leave a mount

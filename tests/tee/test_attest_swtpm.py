@@ -257,13 +257,23 @@ def test_bad_state_dirs_are_refused(swtpm_state: Path, tmp_path: Path) -> None:
         SwtpmAttester(tmp_path)
     with pytest.raises(SwtpmError, match="refusing to overwrite"):
         create_swtpm_state(swtpm_state)
+
+
+
+def test_a_run_folder_too_deep_for_a_socket_holds_a_link_to_the_state(
+    swtpm_state: Path, tmp_path: Path
+) -> None:
+    """Unix socket paths are short; the state then lives in a short temp dir, linked from the
+    run folder so a sweep after a crash still finds it."""
     deep = tmp_path / ("d" * 120)
     deep.mkdir()
-    with pytest.raises(SwtpmError, match="too long"), SwtpmAttester(
-        swtpm_state, workdir_parent=deep
-    ):
-        pass
-    assert list(deep.iterdir()) == []
+    with SwtpmAttester(swtpm_state, workdir_parent=deep) as attester:
+        (link,) = deep.iterdir()
+        assert link.name.startswith(f"{os.getpid()}-") and link.is_symlink()
+        state = link.resolve()
+        assert (state / "tpm2-00.permall").is_file()
+        assert attester.read_register() == bytes(32)
+    assert list(deep.iterdir()) == [] and not state.exists()
 
 
 def test_workload_key_request_round_trip(

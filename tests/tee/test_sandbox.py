@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
@@ -336,7 +337,7 @@ def test_many_files_hit_output_cap(run_job: Runner, job_dirs: dict[str, Path]) -
 
 def test_filling_scratch_space(run_job: Runner) -> None:
     res = run_job("fill_work.ipynb")
-    assert (res.ok, res.reason) == (False, "scratch space (/work, /tmp) full")
+    assert (res.ok, res.reason) == (False, "scratch space (/work, /tmp, /dev/shm) full")
 
 
 def test_huge_cell_outputs_are_discarded(run_job: Runner, job_dirs: dict[str, Path]) -> None:
@@ -387,3 +388,82 @@ def test_forged_status_is_not_trusted(run_job: Runner) -> None:
     )
     res = run_job("forge.py", source=src)
     assert not res.ok
+
+
+# ----------------------------------------------------------------------------- host layout, caps
+
+
+_WRITE_PROBE = """
+import errno, json, os
+report = {}
+block = b"x" * (1024 * 1024)
+for place in ["/", "/etc", "/opt", "/dev", "/dev/shm", "/tmp", "/work"]:
+    path, written, err = os.path.join(place, "probe.bin"), 0, None
+    try:
+        with open(path, "wb") as fh:
+            for _ in range(100):
+                fh.write(block)
+                fh.flush()
+                written += len(block)
+    except OSError as exc:
+        err = exc.errno
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    report[place] = [written, err]
+json.dump(report, open("/outputs/report.json", "w"))
+"""
+
+
+def test_root_is_read_only_and_every_tmpfs_is_capped(
+    run_job: Runner, job_dirs: dict[str, Path]
+) -> None:
+    """bwrap's own root and /dev tmpfs have no size cap, so they are read-only; the writable
+    scratch (/tmp, /work, /dev/shm) is capped at tmpfs_bytes."""
+    limits = replace(LIMITS, tmpfs_bytes=32 * MiB, max_file_bytes=256 * MiB)
+    res = run_job("probe.py", source=_WRITE_PROBE, limits=limits)
+    assert res.ok, res.reason
+    report = json.loads((job_dirs["outputs"] / "report.json").read_text())
+    for place in ("/", "/etc", "/opt", "/dev"):
+        assert report[place] == [0, 30], place  # EROFS before a single byte
+    for place in ("/dev/shm", "/tmp", "/work"):
+        written, err = report[place]
+        assert err == 28 and written <= 32 * MiB, place  # ENOSPC at the cap
+
+
+def test_writing_past_the_tmpfs_cap_fails_cleanly(run_job: Runner) -> None:
+    src = "block = b'x' * 1024**2\nwith open('/dev/shm/big', 'wb') as fh:\n" \
+          "    for _ in range(600):\n        fh.write(block)\n"
+    res = run_job("fill.py", source=src, limits=replace(LIMITS, max_file_bytes=1024 * MiB))
+    assert (res.ok, res.reason) == (False, "scratch space (/work, /tmp, /dev/shm) full")
+    res = run_job("root.py", source="open('/big', 'wb').write(b'x' * 600 * 1024**2)\n")
+    assert (res.ok, res.reason, res.error_type) == (False, "script raised OSError", "OSError")
+
+
+def test_a_fork_bomb_that_keeps_retrying_is_stopped_early(run_job: Runner) -> None:
+    """The pids limit only refuses forks; sitting at it must not last until the wall clock."""
+    src = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    res = run_job("spin_bomb.py", source=src)
+    assert (res.ok, res.reason) == (False, "process limit")
+    assert res.duration_s < LIMITS.wall_seconds / 2
+
+
+def test_proc_cmdline_shows_no_host_path(run_job: Runner, job_dirs: dict[str, Path]) -> None:
+    src = (
+        "import json\n"
+        "lines = {p: open(p, 'rb').read().decode().split('\\0')\n"
+        "         for p in ('/proc/1/cmdline', '/proc/self/cmdline')}\n"
+        "json.dump(lines, open('/outputs/cmdline.json', 'w'))\n"
+    )
+    res = run_job("cmdline.py", source=src)
+    assert res.ok, res.reason
+    lines = json.loads((job_dirs["outputs"] / "cmdline.json").read_text())
+    host = [sys.prefix, sys.base_prefix, str(Path(__file__).parents[2]), tempfile.gettempdir(),
+            str(job_dirs["bundle"].parent), os.environ.get("VEIL_HOME", "/nonexistent")]
+    for name, argv in lines.items():
+        assert argv[-2] == "/job/cmdline.py", argv  # (the last item is the trailing NUL's)
+        for arg in argv:
+            assert not any(h in arg for h in host), (name, arg)
+            assert not arg.startswith("/") or arg.startswith(("/opt/veil/", "/job/", "/usr/")), (
+                name, arg)

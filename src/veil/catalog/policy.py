@@ -22,6 +22,7 @@ __all__ = [
     "AttestationSpec",
     "ColumnSpec",
     "DatasetPolicy",
+    "LimitsSpec",
     "MockViewSpec",
     "PrivacyUnitSpec",
     "SampleViewSpec",
@@ -168,6 +169,20 @@ class PrivacyUnitSpec(_Strict):
     max_contributions: int = Field(default=1, ge=1, le=10_000)
 
 
+class LimitsSpec(_Strict):
+    """Sandbox limits a provider imposes on every job that reads this dataset.
+
+    A policy can only lower the operator's limits: a job runs with the lowest value of each
+    knob over the operator's settings and every input's policy. Omitted knobs do not constrain.
+    """
+
+    wall_seconds: int | None = Field(default=None, gt=0)
+    cpu_seconds: int | None = Field(default=None, gt=0)
+    memory_bytes: int | None = Field(default=None, gt=0)
+    max_processes: int | None = Field(default=None, ge=8)  # python needs a few threads
+    output_bytes: int | None = Field(default=None, gt=0)
+
+
 class DatasetPolicy(_Strict):
     """Who may use a dataset, how jobs are approved, and which outputs/views are allowed."""
 
@@ -186,6 +201,7 @@ class DatasetPolicy(_Strict):
     categories: dict[str, list[Category]] = Field(default_factory=dict)
     # What the release executor does with aggregate-table groups below min_group_size.
     small_groups: Literal["drop", "refuse"] = "refuse"
+    limits: LimitsSpec | None = None
 
     @field_validator("consumers")
     @classmethod

@@ -47,8 +47,10 @@ from veil.tee.attestation import (
     InsecureAttester,
     KeyReleaseDenied,
     SwtpmAttester,
+    SwtpmUnavailableError,
     create_swtpm_state,
     enroll_ak,
+    has_swtpm_state,
     report_data,
     swtpm_missing,
 )
@@ -64,6 +66,8 @@ _AGENT_SOCKET = "agent.sock"
 _KEY_FILE = "signing-keys.json"
 _AK_FILE = "ak.pem"
 _MAX_KEY_CHARS = 128
+SWTPM_RUN_DIR = "_tpm"  # under the run folder; job ids are hex, so no job dir collides
+_OPEN_ATTEMPTS = 3
 
 
 class LaunchError(AttestationError):
@@ -100,29 +104,48 @@ class AttestationServices:
     insecure_key: Ed25519PrivateKey | None
     nonces: _NonceBook = field(default_factory=_NonceBook)
     issuer: str = ISSUER
+    swtpm_workdir: Path | None = None  # per-job swtpm state goes here (swept after a crash)
 
     def jwks(self) -> dict[str, Any]:
         return self.keyring.jwks()
 
     @classmethod
-    def open(cls, home: Path, *, insecure_dev: bool = False,
-             rotate_after_days: float = 30.0) -> AttestationServices:
-        """Load (or create) the signing keys and the swtpm template under ``home``."""
+    def open(cls, home: Path, *, insecure_dev: bool = False, rotate_after_days: float = 30.0,
+             run_dir: Path | None = None) -> AttestationServices:
+        """Load (or create) the signing keys and the swtpm template under ``home``.
+
+        Per-job swtpm state lives under ``run_dir`` (default: a temp dir per job).
+        """
         keyring = _load_keyring(home / "keys" / "attest", rotate_after_days)
         template, problem, aks = None, swtpm_missing(), []
         if problem is None:
             template = home / "tpm"
-            try:
-                aks.append(_pinned_ak(template))
-            except AttestationError as exc:
-                template, problem = None, f"software TPM unusable: {exc}"
+            # A swtpm start can fail transiently (a loaded host); without a retry here the
+            # server would stay without attestation for its whole life.
+            for attempt in range(1, _OPEN_ATTEMPTS + 1):
+                try:
+                    aks.append(_pinned_ak(template))
+                    problem = None
+                    break
+                except SwtpmUnavailableError as exc:
+                    problem = f"software TPM unusable: {exc}"
+                    break
+                except AttestationError as exc:
+                    problem = f"software TPM unusable: {exc}"
+                    if template.is_dir() and not has_swtpm_state(template):
+                        shutil.rmtree(template)  # half-made: manufacture it afresh next time
+                    if attempt < _OPEN_ATTEMPTS:
+                        time.sleep(0.2 * attempt)
+            if problem is not None:
+                template = None
         insecure_key = Ed25519PrivateKey.generate() if insecure_dev else None
         verifier = Verifier(
             keyring, issuer=ISSUER, trusted_aks=aks,
             insecure_keys=[insecure_key.public_key()] if insecure_key else (),
             allow_insecure=insecure_dev,
         )
-        return cls(keyring, verifier, template, problem, insecure_key)
+        return cls(keyring, verifier, template, problem, insecure_key,
+                   swtpm_workdir=run_dir / SWTPM_RUN_DIR if run_dir is not None else None)
 
 
 def _load_keyring(directory: Path, rotate_after_days: float) -> SigningKeyRing:
@@ -253,7 +276,8 @@ class JobLaunch:
             if self._backend == "local-sandbox":
                 if self._services.swtpm_template is None:
                     raise LaunchError(f"attestation unavailable: {self._services.swtpm_problem}")
-                attester = SwtpmAttester(self._services.swtpm_template)
+                attester = SwtpmAttester(self._services.swtpm_template,
+                                         workdir_parent=self._services.swtpm_workdir)
                 self._attester = attester.__enter__()
             else:
                 if self._services.insecure_key is None:

@@ -27,12 +27,14 @@ from veil import audit
 from veil.catalog.service import Catalog, policy_of
 from veil.jobs.launcher import AttestationServices, JobLaunch, LaunchError, plan_launch
 from veil.jobs.lifecycle import StaleState, State, transition
+from veil.jobs.limits import effective_limits
 from veil.jobs.service import load_bundle
 from veil.privacy.plans import PINNED_PLANS_FILE, parse_pinned
 from veil.release import PENDING, REFUSED, Decision, InputRules, ManifestError, evaluate, ledger
 from veil.release.executor import ExecutorError, ExecutorReport, execute_plans
 from veil.store.db import Database
 from veil.store.models import Job, Output, utcnow
+from veil.tee.faults import PlatformFault
 from veil.tee.sandbox import SandboxBackend, SandboxLimits, SandboxRequest
 
 log = logging.getLogger("veil.worker")
@@ -141,7 +143,7 @@ class Worker:
                     report = execute_plans(request.outputs_dir, request.inputs_dir,
                                            prepared.index, prepared.public_rules,
                                            launch.agent_socket,
-                                           timeout_s=float(self.limits.wall_seconds))
+                                           timeout_s=float(request.limits.wall_seconds))
                 shutil.rmtree(request.inputs_dir, ignore_errors=True)
                 final = launch.final_attestation(request.outputs_dir) if result.ok else None
             stop_beat.set()
@@ -165,6 +167,9 @@ class Worker:
         except ExecutorError as exc:  # data-free by construction
             log.warning("job %s: %s", job_id, exc)
             self._fail(job_id, f"outputs rejected: {exc}", {})
+        except PlatformFault as exc:  # the host failed, not the workload: run it again
+            log.warning("job %s: platform fault: %s", job_id, exc)
+            self._requeue_after_fault(job_id, exc)
         except LaunchError as exc:  # measured, data-free messages
             log.warning("job %s: %s", job_id, exc)
             self._fail(job_id, str(exc), {})
@@ -196,19 +201,21 @@ class Worker:
             pinned_file = bundle.files.get(PINNED_PLANS_FILE)
             pinned = ({} if pinned_file is None else
                       {name: doc.digest for name, doc in parse_pinned(pinned_file).items()})
+            limits = effective_limits(self.limits, [policy_of(inp.dataset).limits
+                                                    for inp in job.inputs])
             # Only ciphertext is staged; keys come from the broker inside the sandbox.
             launch, index = plan_launch(
                 self.attestation, self.db, self.catalog, session, job, inputs_dir,
                 backend=self.backend.name,
                 backend_config={"name": self.backend.name, "insecure": job.insecure,
-                                "limits": asdict(self.limits)})
+                                "limits": asdict(limits)})
             (inputs_dir / "inputs.json").write_text(json.dumps(index))
             audit.record(session, actor=f"system:{self.worker_id}", action="job.inputs_prepared",
                          subject=job_id, detail={"inputs": sorted(index["datasets"])})
             entrypoint = job.entrypoint
         request = SandboxRequest(bundle_dir=bundle_dir, entrypoint=entrypoint,
                                  inputs_dir=inputs_dir, outputs_dir=outputs_dir,
-                                 limits=self.limits, env={"VEIL_JOB_ID": job_id})
+                                 limits=limits, env={"VEIL_JOB_ID": job_id})
         return _Prepared(request, rules, launch, index, public_rules, pinned)
 
     def _release(self, job_id: str, outputs_dir: Path, prepared: _Prepared,
@@ -263,6 +270,25 @@ class Worker:
                 return
             transition(session, job, State.FAILED, actor=f"system:{self.worker_id}",
                        reason=reason, result=result)
+
+    def _requeue_after_fault(self, job_id: str, fault: PlatformFault) -> None:
+        """Put a job the platform failed back in the queue; fail it once attempts run out.
+
+        A platform fault never counts against the workload: the reason names the fault, and the
+        bound is the same ``max_attempts`` that covers a lost worker.
+        """
+        what = f"platform fault ({type(fault).__name__}: {str(fault)[:200]})"
+        with self.db.transaction() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != State.RUNNING.value or job.worker_id != self.worker_id:
+                return
+            if job.attempts < self.max_attempts:
+                transition(session, job, State.APPROVED, actor=f"system:{self.worker_id}",
+                           reason=f"{what} during attempt {job.attempts}; re-queued")
+            else:
+                transition(session, job, State.FAILED, actor=f"system:{self.worker_id}",
+                           reason=f"{what} during attempt {job.attempts} of "
+                                  f"{self.max_attempts}; giving up")
 
     def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
         while not stop.wait(max(self.lease_s / 3, 0.2)):

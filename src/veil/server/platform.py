@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from veil.catalog.service import Catalog
 from veil.crypto.keyring import LocalKeyring
 from veil.jobs.launcher import AttestationServices
+from veil.jobs.sweep import SANDBOX_RUN_DIR, sweep_leftovers
 from veil.jobs.worker import Worker
 from veil.settings import Settings
 from veil.store import BlobStore, Database, open_database
@@ -30,9 +31,11 @@ class Platform:
 
     def make_worker(self, limits: SandboxLimits | None = None) -> Worker:
         """A worker on the configured backend; refuses if the sandbox tool is missing."""
-        backend = backend_for("local-sandbox", insecure_dev=self.settings.insecure_dev)
+        backend = backend_for("local-sandbox", insecure_dev=self.settings.insecure_dev,
+                              scratch_dir=self.settings.run_dir / SANDBOX_RUN_DIR)
         worker = Worker(self.db, self.catalog, backend, self.settings.run_dir,
-                        limits=limits or SandboxLimits(), lease_s=self.settings.worker_lease_s,
+                        limits=limits or operator_limits(self.settings),
+                        lease_s=self.settings.worker_lease_s,
                         max_attempts=self.settings.max_attempts,
                         attestation=self.attestation)
         self.workers.append(worker)
@@ -54,9 +57,20 @@ class Platform:
         self.db.dispose()
 
 
+def operator_limits(settings: Settings) -> SandboxLimits:
+    """The operator's sandbox limits: the settings' knobs over the sandbox's defaults."""
+    knobs = {"wall_seconds": settings.sandbox_wall_s, "cpu_seconds": settings.sandbox_cpu_s,
+             "memory_bytes": settings.sandbox_memory_bytes,
+             "max_processes": settings.sandbox_max_processes,
+             "output_bytes": settings.sandbox_output_bytes}
+    return SandboxLimits(**{k: v for k, v in knobs.items() if v is not None})
+
+
 def create_platform(settings: Settings) -> Platform:
     settings.ensure_dirs()
     db = open_database(settings.db_url)
     catalog = Catalog(BlobStore(settings.blob_dir), LocalKeyring(settings.key_dir))
-    attestation = AttestationServices.open(settings.home, insecure_dev=settings.insecure_dev)
+    sweep_leftovers(settings.run_dir, db)  # before any worker of ours makes new ones
+    attestation = AttestationServices.open(settings.home, insecure_dev=settings.insecure_dev,
+                                           run_dir=settings.run_dir)
     return Platform(settings, db, catalog, attestation)

@@ -32,6 +32,7 @@ from veil.tee.attestation.swtpm import (
     SwtpmAttester,
     create_swtpm_state,
     enroll_ak,
+    has_swtpm_state,
     key_id,
     swtpm_missing,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "VerificationError",
     "create_swtpm_state",
     "enroll_ak",
+    "has_swtpm_state",
     "key_id",
     "measure_launch",
     "output_manifest_nonce",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from veil.tee.faults import PlatformFault
+
 __all__ = [
     "AttestationError",
     "EventLogError",
@@ -25,8 +27,8 @@ class EvidenceError(AttestationError):
     """Evidence could not be produced or parsed."""
 
 
-class SwtpmError(EvidenceError):
-    """The software TPM failed to start or to answer."""
+class SwtpmError(EvidenceError, PlatformFault):
+    """The software TPM failed to start or to answer: a platform fault, so the job may re-run."""
 
 
 class SwtpmUnavailableError(SwtpmError):

@@ -1,6 +1,7 @@
 """Evidence from a per-job software TPM (swtpm over a unix socket, driven with tpm2-pytss).
 
-Each job gets its own swtpm process in a private temp dir, started from a copy of one
+Each job gets its own swtpm process in a private dir under the worker's run folder (named for
+the worker's pid, so a restart sweeps what a killed worker left), started from a copy of one
 state template. The endorsement seed lives in that template, so the attestation key (AK), a
 primary key derived from it, is the same every time: the verifier pins that AK public key
 (``enroll_ak``) instead of trusting swtpm's system-wide local CA. This proves only "a
@@ -10,9 +11,12 @@ software TPM saw these measurements"; tokens say so (hwmodel LOCAL_SWTPM, not ha
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -28,11 +32,27 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from veil.tee.attestation.errors import SwtpmError, SwtpmUnavailableError
 from veil.tee.attestation.eventlog import MEASUREMENT_PCR, EventLog
 from veil.tee.attestation.evidence import LOCAL_SWTPM_TYPE, Evidence
+from veil.tee.owned import owned_name, owner_gone
 
-__all__ = ["SwtpmAttester", "create_swtpm_state", "enroll_ak", "key_id", "swtpm_missing"]
+__all__ = [
+    "SwtpmAttester",
+    "create_swtpm_state",
+    "enroll_ak",
+    "has_swtpm_state",
+    "key_id",
+    "sweep_swtpm_dirs",
+    "swtpm_missing",
+]
 
 _STATE_FILE = "tpm2-00.permall"
+_PID_FILE = "swtpm.pid"
 _START_TIMEOUT_S = 5.0
+_MAX_SOCKET_PATH = 100
+# swtpm dies with the thread that started it (PR_SET_PDEATHSIG via util-linux setpriv), so a
+# worker killed with SIGKILL leaves no TPM process behind. Without setpriv, the sweep at the
+# next start kills it.
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_PARENT: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "KILL") if _SETPRIV else ()
 
 
 def swtpm_missing() -> str | None:
@@ -46,6 +66,11 @@ def swtpm_missing() -> str | None:
     return None
 
 
+def has_swtpm_state(directory: Path) -> bool:
+    """Whether ``directory`` holds manufactured TPM state (a template or a job's copy)."""
+    return (directory / _STATE_FILE).is_file()
+
+
 def key_id(public_key: PublicKeyTypes) -> str:
     """Stable id of a pinned key: SHA-256 of its SubjectPublicKeyInfo DER."""
     der = public_key.public_bytes(
@@ -54,25 +79,45 @@ def key_id(public_key: PublicKeyTypes) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
+def _accepts(path: Path) -> bool:
+    """True once a unix socket at ``path`` accepts a connection (it is listening)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class _Swtpm:
     """One swtpm process bound to a unix socket in ``workdir``; always killed on stop()."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, start_timeout_s: float = _START_TIMEOUT_S) -> None:
         self.workdir = workdir
         self.socket = workdir / "tpm.sock"
+        self.ctrl = workdir / "tpm.sock.ctrl"
+        self.start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        if len(str(self.socket)) + len(".ctrl") > 100:
+        """Start swtpm and return only once both sockets accept a connection.
+
+        The socket file appears at bind(), before listen(): waiting for the file alone lets the
+        first connect race swtpm and fail with ECONNREFUSED.
+        """
+        if len(str(self.ctrl)) > _MAX_SOCKET_PATH:
             raise SwtpmError("swtpm work dir path is too long for a unix socket (max ~100 chars)")
+        for stale in (self.socket, self.ctrl):
+            stale.unlink(missing_ok=True)
         log = open(self.workdir / "swtpm.log", "wb")  # noqa: SIM115 - handed to the child
         try:
             self._proc = subprocess.Popen(
                 [
+                    *_DIE_WITH_PARENT,
                     "swtpm", "socket", "--tpm2",
                     "--tpmstate", f"dir={self.workdir}",
                     "--server", f"type=unixio,path={self.socket}",
-                    "--ctrl", f"type=unixio,path={self.socket}.ctrl",
+                    "--ctrl", f"type=unixio,path={self.ctrl}",
                     "--flags", "not-need-init,startup-clear",
                 ],
                 stdin=subprocess.DEVNULL,
@@ -83,15 +128,19 @@ class _Swtpm:
             raise SwtpmUnavailableError(f"cannot run swtpm: {exc.strerror}") from None
         finally:
             log.close()
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not self.socket.exists():
-            if self._proc.poll() is not None:
+        (self.workdir / _PID_FILE).write_text(str(self._proc.pid))
+        deadline = time.monotonic() + self.start_timeout_s
+        while not (_accepts(self.socket) and _accepts(self.ctrl)):
+            code = self._proc.poll()
+            if code is not None:
                 self.stop()
-                raise SwtpmError("swtpm exited during start-up (see its log in the job dir)")
+                raise SwtpmError(f"swtpm exited during start-up (exit status {code}; "
+                                 "see swtpm.log in its work dir)")
             if time.monotonic() > deadline:
                 self.stop()
-                raise SwtpmError("swtpm did not open its socket in time")
-            time.sleep(0.002)
+                raise SwtpmError(f"swtpm did not accept connections within "
+                                 f"{self.start_timeout_s:g} s")
+            time.sleep(0.005)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -130,9 +179,60 @@ def create_swtpm_state(directory: Path) -> Path:
         tpm.stop()
     if not (directory / _STATE_FILE).exists():
         raise SwtpmError("swtpm did not write its state file")
-    for leftover in ("tpm.sock", "tpm.sock.ctrl", ".lock", "swtpm.log"):
+    for leftover in ("tpm.sock", "tpm.sock.ctrl", ".lock", "swtpm.log", _PID_FILE):
         (directory / leftover).unlink(missing_ok=True)
     return directory
+
+
+def _make_workdir(parent: Path | None) -> tuple[Path | None, Path]:
+    """(record, workdir) for one swtpm: under ``parent`` (the run folder), named for its owner.
+
+    Without a parent the dir is a plain temp dir (tests, enrolment). If the sockets would not fit
+    a unix socket path under ``parent``, the state goes to a short temp dir and ``parent`` holds
+    a symlink to it, so the sweep still finds it.
+    """
+    if parent is None:
+        workdir = Path(tempfile.mkdtemp(prefix="veil-swtpm-"))
+        os.chmod(workdir, 0o700)
+        return None, workdir
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    record = parent / owned_name()
+    if len(str(record / "tpm.sock.ctrl")) <= _MAX_SOCKET_PATH:
+        record.mkdir(mode=0o700)
+        return None, record
+    workdir = Path(tempfile.mkdtemp(prefix="veil-swtpm-"))
+    os.chmod(workdir, 0o700)
+    record.symlink_to(workdir)
+    return record, workdir
+
+
+def sweep_swtpm_dirs(parent: Path) -> int:
+    """Kill the swtpm and delete the TPM state of every job whose worker process is gone."""
+    swept = 0
+    if not parent.is_dir():
+        return 0
+    for entry in parent.iterdir():
+        if not owner_gone(entry.name):
+            continue
+        workdir = entry.resolve() if entry.is_symlink() else entry
+        _kill_swtpm(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+        if entry.is_symlink():
+            entry.unlink(missing_ok=True)
+        swept += 1
+    return swept
+
+
+def _kill_swtpm(workdir: Path) -> None:
+    """SIGKILL the swtpm recorded in ``workdir``, if that pid is still a swtpm serving it."""
+    try:
+        pid = int((workdir / _PID_FILE).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if f"dir={workdir}".encode() in cmdline.split(b"\0"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class SwtpmAttester:
@@ -153,6 +253,7 @@ class SwtpmAttester:
         self._template = state_template
         self._parent = workdir_parent
         self._tmp: Path | None = None
+        self._record: Path | None = None
         self._tpm: _Swtpm | None = None
         self._esys: Any = None
         self._ak: Any = None
@@ -163,9 +264,8 @@ class SwtpmAttester:
         from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
         from tpm2_pytss.types import TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE
 
-        self._tmp = Path(tempfile.mkdtemp(prefix="veil-swtpm-", dir=self._parent))
         try:
-            os.chmod(self._tmp, 0o700)
+            self._record, self._tmp = _make_workdir(self._parent)
             shutil.copyfile(self._template / _STATE_FILE, self._tmp / _STATE_FILE)
             self._tpm = _Swtpm(self._tmp)
             self._tpm.start()
@@ -215,6 +315,9 @@ class SwtpmAttester:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        if self._record is not None:
+            self._record.unlink(missing_ok=True)  # the symlink of a long-path fallback
+            self._record = None
 
     @property
     def ak_public_key(self) -> ec.EllipticCurvePublicKey:

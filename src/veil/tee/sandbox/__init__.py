@@ -7,11 +7,14 @@ are marked insecure. The in-sandbox side is ``runner.py`` (stdlib + nbclient onl
 
 from __future__ import annotations
 
-from ._bwrap import BWRAP_MISSING, BubblewrapBackend, find_bwrap
+from pathlib import Path
+
+from ._bwrap import BWRAP_MISSING, BubblewrapBackend, find_bwrap, sweep_scratch
 from ._insecure import InsecureSubprocessBackend
 from ._types import (
     SandboxBackend,
     SandboxError,
+    SandboxHostFault,
     SandboxLimits,
     SandboxRequest,
     SandboxResult,
@@ -23,15 +26,18 @@ __all__ = [
     "InsecureSubprocessBackend",
     "SandboxBackend",
     "SandboxError",
+    "SandboxHostFault",
     "SandboxLimits",
     "SandboxRequest",
     "SandboxResult",
     "SandboxUnavailable",
     "backend_for",
+    "sweep_scratch",
 ]
 
 
-def backend_for(name: str, *, insecure_dev: bool = False) -> SandboxBackend:
+def backend_for(name: str, *, insecure_dev: bool = False,
+                scratch_dir: Path | None = None) -> SandboxBackend:
     """The backend called `name`; fails closed unless insecure development mode is explicit.
 
     "local-sandbox" without bwrap raises SandboxUnavailable, or, only with insecure_dev=True,
@@ -47,4 +53,4 @@ def backend_for(name: str, *, insecure_dev: bool = False) -> SandboxBackend:
         if insecure_dev:
             return InsecureSubprocessBackend()
         raise SandboxUnavailable(BWRAP_MISSING)
-    return BubblewrapBackend()
+    return BubblewrapBackend(scratch_dir=scratch_dir)

@@ -11,9 +11,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from veil.tee.owned import owned_name, owner_gone
+
 from . import _cgroup, _host
 from ._seccomp import seccomp_bpf
 from ._types import (
+    SandboxHostFault,
     SandboxLimits,
     SandboxRequest,
     SandboxResult,
@@ -41,6 +44,7 @@ _RESERVED = tuple(
 )
 _VENV_DEST = "/opt/veil/venv"
 _SRC_DEST = "/opt/veil/src"
+_RUNNER_DEST = "/opt/veil/runner.py"
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _MNT_DETACH = 2
 _PASSWD = "sandbox:x:65534:65534:veil sandbox:/work:/usr/sbin/nologin\n"
@@ -114,9 +118,10 @@ def _runtime() -> _Runtime:
     if not (src.is_relative_to(prefix) or src.is_relative_to(base)):
         place(src, _SRC_DEST)
         pythonpath = _SRC_DEST
-    runner = translate(_host.RUNNER_PATH.resolve())
+    # The runner is stdlib-only, so it can sit alone at a neutral path whatever the host layout.
+    binds.append((str(_host.RUNNER_PATH.resolve()), _RUNNER_DEST))
     _host.check_not_exposing_home([Path(h) for h, _ in binds])
-    return _Runtime(tuple(binds), python, pythonpath, runner)
+    return _Runtime(tuple(binds), python, pythonpath, _RUNNER_DEST)
 
 
 def _mount_tmpfs(path: Path, size: int) -> bool:
@@ -142,12 +147,50 @@ def _staging_full(path: Path, cap: int) -> bool:
     return st.f_bavail == 0 or used >= cap - 64 * 1024
 
 
+def _make_run_dir(scratch: Path | None) -> Path:
+    if scratch is None:
+        return Path(tempfile.mkdtemp(prefix="veil-sbx-"))
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    run_dir = scratch / owned_name()
+    run_dir.mkdir(mode=0o700)
+    return run_dir
+
+
+def _mount_points() -> set[str]:
+    with open("/proc/self/mountinfo") as fh:  # field 5 is the mount point (octal-escaped)
+        return {line.split()[4].encode().decode("unicode_escape") for line in fh}
+
+
+def sweep_scratch(scratch: Path) -> int:
+    """Unmount and delete the run dirs of worker processes that have exited, and their cgroups.
+
+    A worker killed mid-job leaves its size-capped outputs tmpfs mounted and its cgroups behind;
+    bwrap itself dies with its parent (--die-with-parent).
+    """
+    swept = _cgroup.sweep_stale_cgroups()
+    if not scratch.is_dir():
+        return swept
+    mounted = _mount_points()
+    for entry in scratch.iterdir():
+        if not owner_gone(entry.name) or entry.is_symlink():
+            continue
+        staging = entry / "outputs"
+        if str(staging) in mounted:
+            _umount(staging)
+        shutil.rmtree(entry, ignore_errors=True)
+        swept += 1
+    return swept
+
+
 class BubblewrapBackend:
     """Runs each job under bubblewrap: no network, read-only system, only the job's folders."""
 
     name = "local-sandbox"
 
-    def __init__(self, bwrap: str | None = None) -> None:
+    def __init__(self, bwrap: str | None = None, *, scratch_dir: Path | None = None) -> None:
+        """``scratch_dir`` holds each run's staging mount and files (default: the temp dir);
+        under the run folder, ``sweep_scratch`` can clean what a killed worker left."""
+        self._scratch = scratch_dir
         found = bwrap or find_bwrap()
         if not found or not os.access(found, os.X_OK):
             raise SandboxUnavailable(BWRAP_MISSING)
@@ -156,10 +199,19 @@ class BubblewrapBackend:
         self._bpf = seccomp_bpf()
 
     def run(self, request: SandboxRequest) -> SandboxResult:
+        """Run one job; a host-side OS failure is a SandboxHostFault (the job may re-run)."""
+        try:
+            return self._run(request)
+        except OSError as exc:
+            raise SandboxHostFault(
+                f"sandbox host failure: {exc.strerror or type(exc).__name__}"
+            ) from None
+
+    def _run(self, request: SandboxRequest) -> SandboxResult:
         entry = _host.validate_request(request)
         limits = request.limits
         is_nb = entry.suffix == ".ipynb"
-        run_dir = Path(tempfile.mkdtemp(prefix="veil-sbx-"))
+        run_dir = _make_run_dir(self._scratch)
         cg: _cgroup.JobCgroup | None = None
         staged = False
         staging = run_dir / "outputs"
@@ -176,24 +228,33 @@ class BubblewrapBackend:
             cg = _cgroup.create_job_cgroup(limits.memory_bytes, limits.max_processes)
             bpf_fd = os.open(bpf_path, os.O_RDONLY)
             status_r, status_w = os.pipe()
+            args_fd = -1
             try:
-                argv = self._argv(request, entry, limits, out_src, etc, bpf_fd, status_w, cg)
+                args = self._argv(request, entry, limits, out_src, etc, bpf_fd, status_w, cg)
+                args_path = run_dir / "bwrap.args"
+                split = args.index("--")  # bwrap takes options from the fd, the command not
+                args_path.write_bytes(b"".join(a.encode() + b"\0" for a in args[:split]))
+                args_fd = os.open(args_path, os.O_RDONLY)
+                argv = self._command(args_fd, args[split:], cg)
             except BaseException:
-                for fd in (bpf_fd, status_r, status_w):
-                    os.close(fd)
+                for fd in (bpf_fd, status_r, status_w, args_fd):
+                    if fd >= 0:
+                        os.close(fd)
                 raise
             env = _host.base_env(request, inputs="/inputs", outputs="/outputs", home="/work")
             if self._runtime.pythonpath:
                 env["PYTHONPATH"] = self._runtime.pythonpath
-            watchdog = None if staged else _host.output_size_watchdog(out_src, limits.output_bytes)
+            watchdogs = [] if staged else [_host.output_size_watchdog(out_src, limits.output_bytes)]
+            if cg is not None:
+                watchdogs.append(cg.fork_bomb_watchdog(limits.max_processes))
             raw = _host.supervise(
                 argv,
                 env=env,
                 cwd=str(run_dir),
                 status_r=status_r,
-                pass_fds=(bpf_fd, status_w),
+                pass_fds=(bpf_fd, status_w, args_fd),
                 wall_seconds=limits.wall_seconds,
-                watchdog=watchdog,
+                watchdog=_host.first_of(watchdogs),
             )
             memory_hit = cg.memory_limit_hit() if cg else False
             pids_hit = cg.pids_limit_hit() if cg else False
@@ -231,10 +292,10 @@ class BubblewrapBackend:
         status_w: int,
         cg: _cgroup.JobCgroup | None,
     ) -> list[str]:
+        """bwrap's arguments (without the executable), ending in the runner's command line."""
         rt = self._runtime
         uid = str(_SANDBOX_UID)
         args = [
-            self._bwrap,
             "--unshare-all", "--unshare-user", "--disable-userns",
             "--uid", uid, "--gid", uid, "--hostname", "sandbox",
             "--die-with-parent", "--new-session", "--cap-drop", "ALL",
@@ -252,6 +313,7 @@ class BubblewrapBackend:
             "--ro-bind", str(etc / "passwd"), "/etc/passwd",
             "--ro-bind", str(etc / "group"), "/etc/group",
             "--proc", "/proc", "--dev", "/dev",
+            "--size", str(limits.tmpfs_bytes), "--tmpfs", "/dev/shm",
             "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
             "--size", str(limits.tmpfs_bytes), "--tmpfs", "/work",
             "--ro-bind", str(req.bundle_dir.resolve()), "/job",
@@ -262,6 +324,9 @@ class BubblewrapBackend:
             args += ["--ro-bind", str(Path(ro_src).resolve()), ro_dest]
         for rw_src, rw_dest in req.extra_rw_binds:
             args += ["--bind", str(Path(rw_src).resolve()), rw_dest]
+        # bwrap's root and /dev are tmpfs without a size cap: once every mount point exists,
+        # make them read-only, so the only writable places are the capped tmpfs and /outputs.
+        args += ["--remount-ro", "/dev", "--remount-ro", "/"]
         args += ["--chdir", "/work", "--seccomp", str(bpf_fd), "--"]
         rlimits = {"cpu": limits.cpu_seconds, "fsize": limits.max_file_bytes, "nofile": 1024}
         if cg is None:  # no cgroup: fall back to rlimits (RLIMIT_NPROC is weak for host root)
@@ -270,11 +335,19 @@ class BubblewrapBackend:
         inner = "/job/" + str(PurePosixPath(req.entrypoint))
         args += [rt.python, "-s", "-P", rt.runner]
         args += _host.runner_args(status_w, rlimits, limits.wall_seconds, inner)
+        return args
+
+    def _command(self, args_fd: int, inner: list[str], cg: _cgroup.JobCgroup | None
+                 ) -> list[str]:
+        """bwrap reading its options (all the host paths) from ``args_fd``, then ``inner``
+        ("--" and the runner's sandbox-side command line): the sandbox sees this as
+        /proc/1/cmdline."""
+        command = [self._bwrap, "--args", str(args_fd), *inner]
         if cg is None:
-            return args
+            return command
         # Join the job's cgroups before exec'ing bwrap, so every sandboxed task is accounted.
         script = (
             'for f in "$1" "$2"; do echo $$ > "$f" || exit 125; done; '
             'echo 1000 > /proc/self/oom_score_adj; shift 2; exec "$@"'
         )
-        return ["/bin/sh", "-c", script, "sh", *map(str, cg.procs_files), *args]
+        return ["/bin/sh", "-c", script, "sh", *map(str, cg.procs_files), *command]

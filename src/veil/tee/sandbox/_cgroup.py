@@ -12,11 +12,14 @@ import contextlib
 import os
 import signal
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from veil.tee.owned import owned_name, owner_gone
+
 _ROOT = Path("/sys/fs/cgroup")
+_PREFIX = "veil-sbx-"
 
 
 def cgroup_version() -> int | None:
@@ -62,6 +65,36 @@ class JobCgroup:
                 return True
         return False
 
+    def pids_refused(self) -> int:
+        """How many forks the pids limit has refused so far."""
+        for line in _read(self.pids / "pids.events").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "max" and value.strip().isdigit():
+                return int(value)
+        return 0
+
+    def pids_current(self) -> int:
+        value = _read(self.pids / "pids.current").strip()
+        return int(value) if value.isdigit() else 0
+
+    def fork_bomb_watchdog(self, limit: int, strikes: int = 5) -> Callable[[], str | None]:
+        """A watchdog (polled every ~0.2 s) that stops a job sitting at its process limit.
+
+        The pids limit only refuses forks; a workload that keeps retrying would spin at the
+        limit until the wall clock. ``strikes`` consecutive polls at the limit with new refusals
+        end it with the same reason a failed fork gives.
+        """
+        last, count = 0, 0
+
+        def check() -> str | None:
+            nonlocal last, count
+            refused = self.pids_refused()
+            count = count + 1 if refused > last and self.pids_current() >= limit - 1 else 0
+            last = refused
+            return "process limit" if count >= strikes else None
+
+        return check
+
     def destroy(self) -> None:
         """Kill whatever is left in the cgroups, then remove them."""
         deadline = time.monotonic() + 5.0
@@ -83,7 +116,7 @@ def create_job_cgroup(memory_bytes: int, max_processes: int) -> JobCgroup | None
     """Create memory+pids cgroups for one job, or None if this host cannot (v2, no privilege)."""
     if cgroup_version() != 1:
         return None
-    name = f"veil-sbx-{uuid.uuid4().hex[:12]}"
+    name = owned_name(_PREFIX)
     mem = _ROOT / "memory" / _own_path("memory").lstrip("/") / name
     pids = _ROOT / "pids" / _own_path("pids").lstrip("/") / name
     made: list[Path] = []
@@ -102,6 +135,19 @@ def create_job_cgroup(memory_bytes: int, max_processes: int) -> JobCgroup | None
                 path.rmdir()
         return None
     return JobCgroup(memory=mem, pids=pids)
+
+
+def sweep_stale_cgroups() -> int:
+    """Kill and remove the job cgroups of worker processes that have exited (e.g. SIGKILL)."""
+    if cgroup_version() != 1:
+        return 0
+    mem_root = _ROOT / "memory" / _own_path("memory").lstrip("/")
+    pids_root = _ROOT / "pids" / _own_path("pids").lstrip("/")
+    names = {p.name for root in (mem_root, pids_root) if root.is_dir()
+             for p in root.glob(_PREFIX + "*") if owner_gone(p.name, _PREFIX)}
+    for name in names:
+        JobCgroup(memory=mem_root / name, pids=pids_root / name).destroy()
+    return len(names)
 
 
 def _read(path: Path) -> str:

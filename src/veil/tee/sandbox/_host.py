@@ -37,7 +37,7 @@ _LIMIT_REASONS = {
     "fsize": "file size limit",
     "nproc": "process limit",
     "cpu": "cpu time limit",
-    "disk": "scratch space (/work, /tmp) full",
+    "disk": "scratch space (/work, /tmp, /dev/shm) full",
     "killed": "kernel was killed",
 }
 
@@ -405,6 +405,21 @@ def output_size_watchdog(root: Path, cap: int) -> Callable[[], str | None]:
             return str(exc)
         except OSError:
             return None
+        return None
+
+    return check
+
+
+def first_of(watchdogs: Sequence[Callable[[], str | None]]) -> Callable[[], str | None] | None:
+    """One watchdog that reports the first reason any of ``watchdogs`` gives."""
+    if not watchdogs:
+        return None
+
+    def check() -> str | None:
+        for watchdog in watchdogs:
+            reason = watchdog()
+            if reason is not None:
+                return reason
         return None
 
     return check

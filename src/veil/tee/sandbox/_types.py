@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from veil.tee.faults import PlatformFault
+
 _MiB = 1024 * 1024
 _GiB = 1024 * _MiB
 
@@ -17,6 +19,11 @@ class SandboxError(Exception):
 
 class SandboxUnavailable(SandboxError):
     """The requested isolation is not available on this host; nothing was run."""
+
+
+class SandboxHostFault(SandboxError, PlatformFault):
+    """The host could not set up or tear down a sandbox (mounts, cgroups, files); not the job's
+    fault, so the worker may run the job again."""
 
 
 @dataclass(frozen=True)
