@@ -75,3 +75,32 @@ def test_serve_refuses_without_bubblewrap(tmp_path: Path, monkeypatch) -> None:
     result = CliRunner().invoke(app, ["serve", "--home", str(tmp_path)])
     assert result.exit_code == 2
     assert "apt-get install bubblewrap" in " ".join(result.output.split())
+
+
+def test_job_pin_collects_the_plans_a_stage_one_run_published(tmp_path: Path) -> None:
+    """What a researcher types between stage 1 and submission; the digest covers the pins."""
+    from tests.cleanroom.helpers import dp_query
+    from veil.privacy.plans import parse_pinned
+    from veil.release.manifest import OutputEntry, OutputManifest, write_manifest
+
+    out = tmp_path / "stage1"
+    out.mkdir()
+    plan = dp_query(["hospital/visits"], "count", epsilon=0.5)
+    data = plan.to_bytes()
+    (out / "n.plan.json").write_bytes(data)
+    import hashlib
+
+    write_manifest(out, OutputManifest(outputs=[OutputEntry(
+        name="n", kind="plan", file="n.plan.json", size=len(data),
+        sha256=hashlib.sha256(data).hexdigest())]))
+    pins = tmp_path / "veil.plans.json"
+    done = veil("job", "pin", str(out), "--to", str(pins))
+    assert done.returncode == 0 and "pinned 1 plan(s)" in done.stdout, done.stderr
+    assert parse_pinned(pins.read_bytes())["n"].digest == plan.digest
+    nb = tmp_path / "a.ipynb"
+    nb.write_bytes(notebook("import veil"))
+    digests = {veil("job", "digest", str(nb), *extra, "-i", "hospital/visits").stdout
+               for extra in ([], [str(pins)])}
+    assert len(digests) == 2  # the pinned plans are part of what providers approve
+    wrong = veil("job", "pin", str(out), "--to", str(tmp_path / "plans.json"))
+    assert wrong.returncode == 1 and "veil.plans.json" in wrong.stderr

@@ -149,6 +149,10 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
     attestation = (job.get("result") or {}).get("attestation") or {}
     if "overhead_s" in attestation:  # measured by the worker inside the run above
         timings.phases.append(("  of which attest + key release", attestation["overhead_s"]))
+    executor = (job.get("result") or {}).get("executor") or {}
+    if "seconds" in executor:
+        timings.phases.append((f"  of which release executor ({executor['plans']} plans)",
+                               executor["seconds"]))
     with timings.phase("output review"):
         for output in job["outputs"]:
             if output["status"] == "pending_review":
