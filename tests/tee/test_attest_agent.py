@@ -88,3 +88,25 @@ def test_closed_agent_is_unreachable(agent: KeyAgent) -> None:
 def test_socket_path_too_long() -> None:
     with pytest.raises(KeyAgentError, match="too long"):
         KeyAgent(Path("/tmp/" + "x" * 120), _echo)
+
+
+def test_requests_are_typed_and_anything_else_is_a_bad_request() -> None:
+    from veil.tee.agent import ChallengeRequest, ReleaseRequest, parse_request
+    from veil.tee.attestation import DenialReason
+
+    assert parse_request({"op": "challenge"}) == ChallengeRequest()
+    release = ReleaseRequest("d1", "n" * 43, "k" * 43)
+    assert parse_request(release.to_wire()) == release
+    for bad in ({"op": "challenge", "extra": 1}, {"op": "release", "dataset": "d1"},
+                {**release.to_wire(), "dataset": 7}, {**release.to_wire(), "nonce": "x" * 129},
+                {"op": "steal"}, {}):
+        with pytest.raises(KeyReleaseDenied) as info:
+            parse_request(bad)
+        assert info.value.reason is DenialReason.BAD_REQUEST
+
+
+def test_unknown_reason_codes_from_the_wire_stay_typed() -> None:
+    from veil.tee.attestation import DenialReason
+
+    assert KeyReleaseDenied("from-a-newer-peer", "x").reason is DenialReason.DENIED
+    assert KeyReleaseDenied("nonce_invalid", "x").reason is DenialReason.NONCE_INVALID

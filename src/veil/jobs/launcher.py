@@ -40,9 +40,17 @@ from veil.release.executor import code_digest as executor_code_digest
 from veil.release.manifest import ManifestError, read_manifest
 from veil.store.db import Database
 from veil.store.models import Approval, Dataset, Job
-from veil.tee.agent import KeyAgent
+from veil.tee.agent import (
+    ChallengeRequest,
+    KeyAgent,
+    NonceReply,
+    ReleaseRequest,
+    SealedReply,
+    parse_request,
+)
 from veil.tee.attestation import (
     AttestationError,
+    DenialReason,
     EventLog,
     InsecureAttester,
     KeyReleaseDenied,
@@ -65,7 +73,6 @@ AGENT_SANDBOX_DIR = "/run/veil"
 _AGENT_SOCKET = "agent.sock"
 _KEY_FILE = "signing-keys.json"
 _AK_FILE = "ak.pem"
-_MAX_KEY_CHARS = 128
 SWTPM_RUN_DIR = "_tpm"  # under the run folder; job ids are hex, so no job dir collides
 _OPEN_ATTEMPTS = 3
 
@@ -333,37 +340,31 @@ class JobLaunch:
         return KeyBroker(_SqlBrokerStore(session, self._catalog, self._services.nonces),
                          trusted_jwks=self._services.jwks, issuer=self._services.issuer)
 
-    def _handle(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        op = request.get("op")
-        if op == "challenge":
+    def _handle(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        request = parse_request(raw)
+        if isinstance(request, ChallengeRequest):
             with self._db.transaction() as session:
-                return {"ok": True, "nonce": self._broker(session).challenge()}
-        if op == "release":
-            return self._release(request)
-        return {"ok": False, "reason": "bad_request", "message": "unknown operation"}
+                return NonceReply(self._broker(session).challenge()).to_wire()
+        return self._release(request).to_wire()
 
-    def _release(self, request: Mapping[str, Any]) -> dict[str, Any]:
+    def _release(self, request: ReleaseRequest) -> SealedReply:
         t0 = time.perf_counter()
-        dataset_id, nonce, key = (request.get("dataset"), request.get("nonce"),
-                                  request.get("tee_public_key"))
-        if not all(isinstance(v, str) and 0 < len(v) <= _MAX_KEY_CHARS
-                   for v in (dataset_id, nonce, key)):
-            return {"ok": False, "reason": "bad_request",
-                    "message": "release needs dataset, nonce and tee_public_key strings"}
-        assert isinstance(dataset_id, str) and isinstance(nonce, str) and isinstance(key, str)
+        dataset_id, nonce, key = request.dataset, request.nonce, request.tee_public_key
         entry = self._inputs.get(dataset_id)
         if entry is None:  # never reaches the broker: the agent serves this job's inputs only
-            self._deny(_Input(dataset_id, "an undeclared dataset"), "not_an_input",
+            self._deny(_Input(dataset_id, "an undeclared dataset"), DenialReason.NOT_AN_INPUT,
                        "the job did not declare it as an input", audit_it=True)
-            raise KeyReleaseDenied("not_an_input", "that dataset is not an input of this job")
+            raise KeyReleaseDenied(DenialReason.NOT_AN_INPUT,
+                                   "that dataset is not an input of this job")
         assert self._attester is not None
         try:
             evidence = self._attester.evidence(self._log, report_data(nonce, key, self.job_id))
             token = self._services.verifier.appraise(evidence, nonce=nonce,
                                                      tee_public_key=key, job=self.job_id)
         except AttestationError as exc:
-            self._deny(entry, "evidence_rejected", str(exc), audit_it=True)
-            raise KeyReleaseDenied("evidence_rejected", "launch evidence did not verify") from None
+            self._deny(entry, DenialReason.EVIDENCE_REJECTED, str(exc), audit_it=True)
+            raise KeyReleaseDenied(DenialReason.EVIDENCE_REJECTED,
+                                   "launch evidence did not verify") from None
         denied: KeyReleaseDenied | None = None
         with self._db.transaction() as session:
             try:
@@ -374,12 +375,13 @@ class JobLaunch:
                 denied = exc
         self.timing["key_release_s"] += time.perf_counter() - t0
         if denied is not None:
-            self._deny(entry, denied.reason, str(denied).partition(": ")[2], audit_it=False)
+            self._deny(entry, denied.reason, denied.message, audit_it=False)
             raise denied
         self.releases += 1
-        return {"ok": True, "sealed": sealed.to_dict(), "bundle_digest": self.bundle_digest}
+        return SealedReply(sealed.to_dict(), self.bundle_digest)
 
-    def _deny(self, entry: _Input, reason: str, message: str, *, audit_it: bool) -> None:
+    def _deny(self, entry: _Input, reason: DenialReason, message: str, *,
+              audit_it: bool) -> None:
         with self._lock:
             self.denials.append(f"key release denied for {entry.full_name}: {reason} "
                                 f"({message})")

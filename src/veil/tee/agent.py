@@ -18,17 +18,25 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from veil.tee.attestation.errors import AttestationError, KeyReleaseDenied
+from veil.tee.attestation.errors import AttestationError, DenialReason, KeyReleaseDenied
 
 __all__ = [
     "MAX_FRAME_BYTES",
+    "AgentReply",
+    "AgentRequest",
+    "ChallengeRequest",
     "KeyAgent",
     "KeyAgentError",
+    "NonceReply",
+    "ReleaseRequest",
+    "SealedReply",
     "agent_call",
     "fetch_dataset_key",
+    "parse_request",
 ]
 
 MAX_FRAME_BYTES = 64 * 1024
@@ -121,19 +129,19 @@ class KeyAgent:
             except (KeyAgentError, OSError):
                 return
             if self._budget <= 0:
-                reply: dict[str, Any] = {"ok": False, "reason": "too_many_requests",
-                                         "message": "key agent request budget exhausted"}
+                reply: dict[str, Any] = _refusal(DenialReason.TOO_MANY_REQUESTS,
+                                                 "key agent request budget exhausted")
             else:
                 self._budget -= 1
                 try:
                     reply = self._handler(request)
                 except KeyReleaseDenied as exc:
-                    reply = {"ok": False, "reason": exc.reason, "message": str(exc)}
+                    reply = _refusal(exc.reason, exc.message)
                 except AttestationError as exc:
-                    reply = {"ok": False, "reason": "attestation_failed", "message": str(exc)}
+                    reply = _refusal(DenialReason.ATTESTATION_FAILED, str(exc))
                 except Exception as exc:  # never let a workload crash the launcher's thread
-                    reply = {"ok": False, "reason": "agent_error",
-                             "message": f"key agent error: {type(exc).__name__}"}
+                    reply = _refusal(DenialReason.AGENT_ERROR,
+                                     f"key agent error: {type(exc).__name__}")
             try:
                 _write_frame(conn, reply)
             except (KeyAgentError, OSError):
@@ -157,6 +165,90 @@ class KeyAgent:
         self.close()
 
 
+# -- the protocol's messages (h11-style: small frozen records, checked when built) ----------
+
+_MAX_FIELD_CHARS = 128
+
+
+def _field(doc: Mapping[str, Any], name: str) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_FIELD_CHARS:
+        raise KeyReleaseDenied(DenialReason.BAD_REQUEST,
+                               f"{name} must be a string of 1 to {_MAX_FIELD_CHARS} characters")
+    return value
+
+
+@dataclass(frozen=True)
+class ChallengeRequest:
+    """Ask for a fresh single-use broker nonce."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": "challenge"}
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """Ask for one dataset's key, sealed to ``tee_public_key`` bound with ``nonce``."""
+
+    dataset: str
+    nonce: str
+    tee_public_key: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": "release", "dataset": self.dataset, "nonce": self.nonce,
+                "tee_public_key": self.tee_public_key}
+
+
+AgentRequest = ChallengeRequest | ReleaseRequest
+
+
+def parse_request(doc: Mapping[str, Any]) -> AgentRequest:
+    """The typed request in a frame; anything else is a ``bad_request`` refusal."""
+    op = doc.get("op")
+    if op == "challenge" and set(doc) == {"op"}:
+        return ChallengeRequest()
+    if op == "release" and set(doc) == {"op", "dataset", "nonce", "tee_public_key"}:
+        return ReleaseRequest(_field(doc, "dataset"), _field(doc, "nonce"),
+                              _field(doc, "tee_public_key"))
+    raise KeyReleaseDenied(DenialReason.BAD_REQUEST, "unknown operation or fields")
+
+
+@dataclass(frozen=True)
+class NonceReply:
+    nonce: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ok": True, "nonce": self.nonce}
+
+    @classmethod
+    def from_wire(cls, doc: Mapping[str, Any]) -> NonceReply:
+        nonce = doc.get("nonce")
+        if not isinstance(nonce, str) or not nonce:
+            raise KeyAgentError("key agent returned no nonce")
+        return cls(nonce)
+
+
+@dataclass(frozen=True)
+class SealedReply:
+    """The broker's HPKE-sealed key (``SealedKey.to_dict()``) and the bundle it was bound to."""
+
+    sealed: Mapping[str, Any]
+    bundle_digest: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ok": True, "sealed": dict(self.sealed), "bundle_digest": self.bundle_digest}
+
+    @classmethod
+    def from_wire(cls, doc: Mapping[str, Any]) -> SealedReply:
+        sealed = doc.get("sealed")
+        if not isinstance(sealed, dict):
+            raise KeyAgentError("key agent returned no sealed key")
+        return cls(sealed, str(doc.get("bundle_digest", "")))
+
+
+AgentReply = NonceReply | SealedReply
+
+
 # -- workload side -------------------------------------------------------------------------
 
 
@@ -177,9 +269,13 @@ def agent_call(socket_path: str | Path, request: Mapping[str, Any]) -> dict[str,
         with contextlib.suppress(OSError):
             sock.close()
     if reply.get("ok") is not True:
-        raise KeyReleaseDenied(str(reply.get("reason", "denied")),
-                               str(reply.get("message", "key release denied")))
+        raise KeyReleaseDenied(DenialReason.parse(reply.get("reason")),
+                               str(reply.get("message", "key release denied"))[:500])
     return reply
+
+
+def _refusal(reason: DenialReason, message: str) -> dict[str, Any]:
+    return {"ok": False, "reason": str(reason), "message": message}
 
 
 def fetch_dataset_key(
@@ -188,16 +284,10 @@ def fetch_dataset_key(
     """RCAR from inside the sandbox: nonce, ephemeral key bound into evidence, sealed key."""
     from veil.tee.broker import WorkloadKeyRequest
 
-    challenge = agent_call(socket_path, {"op": "challenge"})
-    nonce = challenge.get("nonce")
-    if not isinstance(nonce, str) or not nonce:
-        raise KeyAgentError("key agent returned no nonce")
+    nonce = NonceReply.from_wire(agent_call(socket_path, ChallengeRequest().to_wire())).nonce
     request = WorkloadKeyRequest(nonce=nonce, job=job)
-    reply = agent_call(socket_path, {"op": "release", "dataset": dataset_id, "nonce": nonce,
-                                     "tee_public_key": request.tee_public_key})
-    sealed = reply.get("sealed")
-    if not isinstance(sealed, dict):
-        raise KeyAgentError("key agent returned no sealed key")
-    if sealed.get("key_id") != dataset_id:
+    reply = SealedReply.from_wire(agent_call(socket_path, ReleaseRequest(
+        dataset_id, nonce, request.tee_public_key).to_wire()))
+    if reply.sealed.get("key_id") != dataset_id:
         raise KeyAgentError("key agent returned the key of another dataset")
-    return request.open(sealed, bundle_digest=bundle_digest)
+    return request.open(dict(reply.sealed), bundle_digest=bundle_digest)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from veil.crypto import hpke
 from veil.crypto.canonical import canonical_json
 from veil.crypto.jose import TokenExpiredError, TokenNotYetValidError, UnknownKeyError
-from veil.tee.attestation.errors import KeyReleaseDenied, VerificationError
+from veil.tee.attestation.errors import DenialReason, KeyReleaseDenied, VerificationError
 from veil.tee.attestation.evidence import report_data
 from veil.tee.verifier import STATUS_RANK, AttestationResult, verify_result
 
@@ -231,8 +231,8 @@ class KeyBroker:
         self._store.record("kbs.challenge", expires_at=int(now + self._nonce_ttl))
         return nonce
 
-    def _deny(self, reason: str, message: str, **ctx: Any) -> KeyReleaseDenied:
-        self._store.record("kbs.release.denied", reason=reason, **ctx)
+    def _deny(self, reason: DenialReason, message: str, **ctx: Any) -> KeyReleaseDenied:
+        self._store.record("kbs.release.denied", reason=str(reason), **ctx)
         return KeyReleaseDenied(reason, message)
 
     def release(
@@ -249,10 +249,10 @@ class KeyBroker:
         except VerificationError as exc:
             cause = exc.__cause__
             reason = (
-                "token_expired" if isinstance(cause, TokenExpiredError)
-                else "token_not_yet_valid" if isinstance(cause, TokenNotYetValidError)
-                else "unknown_signer" if isinstance(cause, UnknownKeyError)
-                else "token_invalid"
+                DenialReason.TOKEN_EXPIRED if isinstance(cause, TokenExpiredError)
+                else DenialReason.TOKEN_NOT_YET_VALID if isinstance(cause, TokenNotYetValidError)
+                else DenialReason.UNKNOWN_SIGNER if isinstance(cause, UnknownKeyError)
+                else DenialReason.TOKEN_INVALID
             )
             raise self._deny(reason, str(exc), **ctx) from None
         ctx.update(bundle_digest=result.bundle_digest, backend=result.backend,
@@ -265,7 +265,8 @@ class KeyBroker:
         except KeyReleaseDenied:
             raise
         except (hpke.HpkeError, KeyError):
-            raise self._deny("key_unavailable", "dataset key or TEE key unusable", **ctx) from None
+            raise self._deny(DenialReason.KEY_UNAVAILABLE,
+                             "dataset key or TEE key unusable", **ctx) from None
         info = release_info(dataset_id, result.bundle_digest, result.nonce)
         sealed = SealedKey(key_id=dataset_id, enc_ct=_b64u(hpke.seal(public, key, info)),
                            info=_b64u(info))
@@ -277,41 +278,51 @@ class KeyBroker:
         now: float, ctx: dict[str, Any],
     ) -> None:
         if result.phase != "launch":
-            raise self._deny("wrong_phase", "only launch-phase results release keys", **ctx)
+            raise self._deny(DenialReason.WRONG_PHASE,
+                             "only launch-phase results release keys", **ctx)
         # Burn the nonce before any further check: a result is good for one attempt only.
         if not self._store.consume_nonce(result.nonce, now):
-            raise self._deny("nonce_invalid", "nonce is unknown, expired or already used", **ctx)
+            raise self._deny(DenialReason.NONCE_INVALID,
+                             "nonce is unknown, expired or already used", **ctx)
         if result.job != job:
-            raise self._deny("job_mismatch", "attestation result is for another job", **ctx)
+            raise self._deny(DenialReason.JOB_MISMATCH,
+                             "attestation result is for another job", **ctx)
         expected_rd = report_data(result.nonce, tee_public_key, job).hex()
         if not (
             hmac.compare_digest(result.tee_public_key, tee_public_key)
             and hmac.compare_digest(result.report_data, expected_rd)
         ):
-            raise self._deny("key_not_bound", "report_data does not bind the presented key", **ctx)
+            raise self._deny(DenialReason.KEY_NOT_BOUND,
+                             "report_data does not bind the presented key", **ctx)
         entry = self._store.dataset_policy(dataset_id)
         if entry is None:
-            raise self._deny("unknown_dataset", "no release policy for this dataset", **ctx)
+            raise self._deny(DenialReason.UNKNOWN_DATASET,
+                             "no release policy for this dataset", **ctx)
         policy = entry.policy
         if result.backend not in policy.allowed_backends:
-            raise self._deny("backend_not_allowed", "backend not allowed by policy", **ctx)
+            raise self._deny(DenialReason.BACKEND_NOT_ALLOWED,
+                             "backend not allowed by policy", **ctx)
         if STATUS_RANK[result.status] < STATUS_RANK[policy.required_status] or (
             result.status == "contraindicated"
         ):
-            raise self._deny("status_insufficient", "attestation status below policy", **ctx)
+            raise self._deny(DenialReason.STATUS_INSUFFICIENT,
+                             "attestation status below policy", **ctx)
         hardware = result.hardware_backed and result.backend not in LOCAL_BACKENDS and not (
             result.hwmodel.startswith("LOCAL_")
         )
         if policy.require_hardware_backed and not hardware:
-            raise self._deny("hardware_required", "policy demands hardware-backed evidence",
+            raise self._deny(DenialReason.HARDWARE_REQUIRED,
+                             "policy demands hardware-backed evidence",
                              **ctx)
         if result.dbgstat not in _NONDEBUG and not policy.allow_debug:
-            raise self._deny("debug_forbidden", "debug-mode evidence is forbidden", **ctx)
+            raise self._deny(DenialReason.DEBUG_FORBIDDEN,
+                             "debug-mode evidence is forbidden", **ctx)
         if now - result.issued_at > policy.max_token_age_s:
-            raise self._deny("token_too_old", "attestation result is older than policy allows",
+            raise self._deny(DenialReason.TOKEN_TOO_OLD,
+                             "attestation result is older than policy allows",
                              **ctx)
         if not self._store.is_approved(
             provider=entry.provider, job=job, bundle_digest=result.bundle_digest
         ):
-            raise self._deny("bundle_not_approved",
+            raise self._deny(DenialReason.BUNDLE_NOT_APPROVED,
                              "provider has not approved this bundle for this job", **ctx)

@@ -6,6 +6,7 @@ Google Confidential Space adapter in ``veil.tee.gcp``.
 
 from veil.tee.attestation.errors import (
     AttestationError,
+    DenialReason,
     EventLogError,
     EvidenceError,
     KeyReleaseDenied,
@@ -42,6 +43,7 @@ __all__ = [
     "LOCAL_SWTPM_TYPE",
     "MEASUREMENT_PCR",
     "AttestationError",
+    "DenialReason",
     "Event",
     "EventLog",
     "EventLogError",
