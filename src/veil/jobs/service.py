@@ -215,6 +215,7 @@ def review_output(session: Session, caller: Caller, job_id: str, name: str, deci
     any one of them. The job is released when no output waits any more.
     """
     from veil.release import PENDING, REJECTED, RELEASED
+    from veil.release.status import advance
     from veil.store.models import OutputReview
 
     job = _provider_job(session, caller, job_id)
@@ -237,11 +238,12 @@ def review_output(session: Session, caller: Caller, job_id: str, name: str, deci
     audit.record(session, actor=caller.actor, action=f"output.review_{decision}", subject=job.id,
                  detail={"output": name})
     if decision == "reject":
-        output.status, output.reason = REJECTED, reason or f"rejected by {caller.party}"
+        output.status = advance(output.status, REJECTED)
+        output.reason = reason or f"rejected by {caller.party}"
         if catalog is not None:  # a rejected output is never kept
             catalog.delete_output(job, name)
     elif providers_of(job) <= {r.party_id for r in output.reviews if r.decision == "approve"}:
-        output.status, output.reason = RELEASED, None
+        output.status, output.reason = advance(output.status, RELEASED), None
     session.flush()
     if all(o.status != PENDING for o in job.outputs):
         transition(session, job, State.RELEASED, actor="system:reviews")

@@ -27,12 +27,13 @@ from typing import Any
 
 from veil.release.executor import Executed, Failed
 from veil.release.manifest import MEDIA_TYPES, ManifestError, OutputEntry, read_manifest
+from veil.release.status import OutputStatus, advance
 
-RELEASED = "released"
-REFUSED = "refused"
-PENDING = "pending_review"
-REJECTED = "rejected"
-TO_CHARGE = "to_charge"  # a verified DP output; the ledger turns it into released or refused
+RELEASED = OutputStatus.RELEASED
+REFUSED = OutputStatus.REFUSED
+PENDING = OutputStatus.PENDING
+REJECTED = OutputStatus.REJECTED
+TO_CHARGE = OutputStatus.TO_CHARGE
 
 _REVIEW = "waits for review by every data provider: the notebook computed it"
 _UNPINNED = ("its plan was not pinned at submission, so its parameters may come from the "
@@ -52,7 +53,7 @@ class InputRules:
 class Decision:
     entry: OutputEntry
     path: Path
-    status: str
+    status: OutputStatus
     reason: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     # Datasets a DP charge goes to (full names); None: every input of the job.
@@ -63,6 +64,11 @@ class Decision:
     @property
     def media_type(self) -> str:
         return MEDIA_TYPES[self.entry.kind]
+
+    def settle(self, to: OutputStatus, reason: str | None) -> None:
+        """Move to ``to`` as ``release.status`` allows (the ledger settles ``to_charge``)."""
+        self.status = advance(self.status, to)
+        self.reason = reason
 
 
 def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *, max_output_bytes: int,

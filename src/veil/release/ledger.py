@@ -53,18 +53,16 @@ def charge(session: Session, *, job_id: str, party_id: str, datasets: Sequence[D
                 if decision.charge_to is None or ds.full_name in decision.charge_to]
         unbudgeted = [ds.full_name for ds in read if ds.id not in budgets]
         if unbudgeted:
-            decision.status = PENDING
-            decision.reason = (f"no privacy budget is set for {', '.join(unbudgeted)}; "
-                               "the DP output waits for provider review")
+            decision.settle(PENDING, f"no privacy budget is set for {', '.join(unbudgeted)}; "
+                                     "the DP output waits for provider review")
             continue
         verdicts = {ds.id: check_charge(budgets[ds.id], spent[ds.id], [cost],
                                         subject=ds.full_name) for ds in read}
         refused = [(ds, verdicts[ds.id]) for ds in read if not verdicts[ds.id].allowed]
         if refused:
             ds, verdict = refused[0]
-            decision.status = REFUSED
-            decision.reason = (f"budget exhausted on {ds.full_name}: output needs epsilon "
-                               f"{cost.epsilon:.4g}, {verdict.remaining_epsilon:.4g} left")
+            decision.settle(REFUSED, f"budget exhausted on {ds.full_name}: output needs epsilon "
+                                     f"{cost.epsilon:.4g}, {verdict.remaining_epsilon:.4g} left")
             continue
         for ds in read:
             spent[ds.id].append(cost)
@@ -72,8 +70,7 @@ def charge(session: Session, *, job_id: str, party_id: str, datasets: Sequence[D
                                      output_name=decision.entry.name, epsilon=cost.epsilon,
                                      delta=cost.delta))
         # Charged either way: the value was computed on the data, whether or not it leaves.
-        decision.status = PENDING if decision.hold else RELEASED
-        decision.reason = decision.hold
+        decision.settle(PENDING if decision.hold else RELEASED, decision.hold)
         decision.meta["budget_left"] = {
             ds.full_name: {"epsilon": verdicts[ds.id].remaining_epsilon,
                            "delta": verdicts[ds.id].remaining_delta} for ds in read}
