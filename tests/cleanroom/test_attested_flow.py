@@ -157,13 +157,15 @@ def test_a_job_cannot_ask_for_a_dataset_it_does_not_declare(live_server, tmp_pat
 def test_insecure_dev_evidence_never_unlocks_a_key(tmp_path: Path) -> None:
     from tests.conftest import start_server
     from veil.jobs.worker import Worker
+    from veil.tee.backends import LocalInsecure
     from veil.tee.sandbox import InsecureSubprocessBackend
 
     gen = start_server(tmp_path / "home", workers=0, insecure_dev=True)
     server = next(gen)
     try:
         platform = server.platform
-        worker = Worker(platform.db, platform.catalog, InsecureSubprocessBackend(),  # type: ignore[attr-defined]
+        worker = Worker(platform.db, platform.catalog,  # type: ignore[attr-defined]
+                        LocalInsecure(InsecureSubprocessBackend()),
                         platform.settings.run_dir,  # type: ignore[attr-defined]
                         attestation=platform.attestation)  # type: ignore[attr-defined]
         w = make_world(server)

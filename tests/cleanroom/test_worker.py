@@ -74,7 +74,6 @@ def test_many_workers_run_each_job_once(tmp_path: Path) -> None:
 def test_racing_claims_give_a_job_to_exactly_one_worker(tmp_path: Path) -> None:
     from tests.conftest import start_server
     from veil.jobs.worker import Worker
-    from veil.tee.sandbox import backend_for
 
     gen = start_server(tmp_path / "home", workers=0)  # only the racers below claim
     server = next(gen)
@@ -85,7 +84,7 @@ def test_racing_claims_give_a_job_to_exactly_one_worker(tmp_path: Path) -> None:
         job = w.researcher.submit({"a.py": b"import veil\n"}, entrypoint="a.py",
                                   inputs=["hospital/visits"])
         w.hospital.approve(job["id"], job["digest"])
-        backend = backend_for("local-sandbox")
+        backend = platform.secure_stage
         workers = [Worker(platform.db, platform.catalog, backend, platform.settings.run_dir)
                    for _ in range(6)]
         claimed: list[str | None] = []

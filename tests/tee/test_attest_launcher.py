@@ -11,7 +11,7 @@ import pytest
 
 from veil.catalog.errors import PolicyError
 from veil.catalog.policy import parse_policy
-from veil.jobs.launcher import _load_keyring, _NonceBook
+from veil.tee.services import NonceBook, _load_keyring
 
 
 def test_signing_keys_persist_0600_and_rotate_when_old(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_signing_keys_persist_0600_and_rotate_when_old(tmp_path: Path) -> None:
 
 
 def test_nonces_are_single_use_and_expire() -> None:
-    book = _NonceBook()
+    book = NonceBook()
     book.put("a", expires_at=100.0)
     book.put("b", expires_at=100.0)
     assert book.consume("a", now=50.0) is True

@@ -273,3 +273,20 @@ def test_backend_for_names() -> None:
 def test_bubblewrap_backend_with_missing_binary() -> None:
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
         sandbox.BubblewrapBackend(bwrap="/nonexistent/bwrap")
+
+
+def test_the_platform_has_one_secure_stage_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submissions are checked against, and jobs run on, the same backend object."""
+    from veil.tee import backends
+    from veil.tee.backends import LocalInsecure, LocalSandbox, secure_stage_for
+
+    stage = secure_stage_for()
+    assert isinstance(stage, LocalSandbox) and stage.name == stage.sandbox.name == "local-sandbox"
+    assert not stage.insecure and not stage.hardware_backed
+    env, binds = stage.agent_wiring(Path("/run/x"))
+    assert env["VEIL_KEY_AGENT"].startswith(backends.AGENT_SANDBOX_DIR) and binds
+    monkeypatch.setattr(backends, "find_bwrap", lambda: None)
+    with pytest.raises(SandboxUnavailable):
+        secure_stage_for()  # fail closed: no silent fallback
+    weak = secure_stage_for(insecure_dev=True)
+    assert isinstance(weak, LocalInsecure) and weak.insecure and weak.name == "local-insecure"

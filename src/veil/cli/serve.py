@@ -78,11 +78,12 @@ def _secure_stage_missing(settings: Settings) -> str | None:
     """
     from veil.server.platform import operator_limits
     from veil.tee.attestation import swtpm_missing
-    from veil.tee.sandbox import SandboxError, SandboxUnavailable, backend_for
+    from veil.tee.backends import secure_stage_for
+    from veil.tee.sandbox import SandboxError, SandboxUnavailable
 
     try:
         operator_limits(settings)
-        backend_for("local-sandbox", insecure_dev=settings.insecure_dev)
+        secure_stage_for(insecure_dev=settings.insecure_dev)
     except SandboxUnavailable as exc:
         return str(exc)
     except SandboxError as exc:

@@ -6,9 +6,8 @@ input digests and backend into a sealed event log and extends it into the job's 
 per-job key agent answers the workload: broker nonce, quote over report_data(nonce, key, job),
 verifier appraisal, broker decision. After the run a final quote binds the output manifest.
 
-Broker nonces live in memory (``_NonceBook``): a nonce is only meaningful to the one worker
-process whose agent issued it, and a restarted worker re-runs the job with a fresh agent, so a
-table would add writes without adding any guarantee.
+The platform-wide services (verifier keys, AK, nonces) are ``veil.tee.services``; which
+sandbox and attester a run uses is the ``veil.tee.backends.SecureStageBackend``.
 """
 
 from __future__ import annotations
@@ -21,25 +20,20 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from veil import __version__, audit
-from veil.catalog.policy import AttestationSpec
-from veil.catalog.service import Catalog, policy_of
-from veil.crypto.keys import SigningKeyRing
-from veil.jobs.lifecycle import State
+from veil.catalog.service import Catalog
+from veil.jobs.broker_store import SqlBrokerStore
 from veil.release.executor import code_digest as executor_code_digest
 from veil.release.manifest import ManifestError, read_manifest
 from veil.store.db import Database
-from veil.store.models import Approval, Dataset, Job
+from veil.store.models import Job
 from veil.tee.agent import (
     ChallengeRequest,
     KeyAgent,
@@ -52,196 +46,20 @@ from veil.tee.attestation import (
     AttestationError,
     DenialReason,
     EventLog,
-    InsecureAttester,
     KeyReleaseDenied,
-    SwtpmAttester,
-    SwtpmUnavailableError,
-    create_swtpm_state,
-    enroll_ak,
-    has_swtpm_state,
     report_data,
-    swtpm_missing,
 )
 from veil.tee.attestation.evidence import Evidence
-from veil.tee.broker import DatasetPolicy, KeyBroker, KeyPolicy
-from veil.tee.verifier import Verifier, verify_result
+from veil.tee.backends import AGENT_SOCKET, Attester, AttesterUnavailable, SecureStageBackend
+from veil.tee.broker import KeyBroker
+from veil.tee.services import AttestationServices
+from veil.tee.verifier import verify_result
 
-__all__ = ["AGENT_SANDBOX_DIR", "AttestationServices", "JobLaunch", "LaunchError"]
-
-ISSUER = "veil-verifier"
-AGENT_SANDBOX_DIR = "/run/veil"
-_AGENT_SOCKET = "agent.sock"
-_KEY_FILE = "signing-keys.json"
-_AK_FILE = "ak.pem"
-SWTPM_RUN_DIR = "_tpm"  # under the run folder; job ids are hex, so no job dir collides
-_OPEN_ATTEMPTS = 3
+__all__ = ["AttestationServices", "JobLaunch", "LaunchError", "plan_launch"]
 
 
 class LaunchError(AttestationError):
     """The launch could not be measured or attested; the job must not run."""
-
-
-class _NonceBook:
-    """Single-use broker nonces with expiry, shared by the agents of one process."""
-
-    def __init__(self) -> None:
-        self._nonces: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def put(self, nonce: str, expires_at: float) -> None:
-        with self._lock:
-            self._nonces[nonce] = expires_at
-
-    def consume(self, nonce: str, now: float) -> bool:
-        with self._lock:
-            expires = self._nonces.pop(nonce, None)
-            for stale in [n for n, t in self._nonces.items() if t < now]:
-                del self._nonces[stale]
-        return expires is not None and now <= expires
-
-
-@dataclass
-class AttestationServices:
-    """The platform's verifier keys, pinned AK and swtpm template (one per process)."""
-
-    keyring: SigningKeyRing
-    verifier: Verifier
-    swtpm_template: Path | None
-    swtpm_problem: str | None
-    insecure_key: Ed25519PrivateKey | None
-    nonces: _NonceBook = field(default_factory=_NonceBook)
-    issuer: str = ISSUER
-    swtpm_workdir: Path | None = None  # per-job swtpm state goes here (swept after a crash)
-
-    def jwks(self) -> dict[str, Any]:
-        return self.keyring.jwks()
-
-    @classmethod
-    def open(cls, home: Path, *, insecure_dev: bool = False, rotate_after_days: float = 30.0,
-             run_dir: Path | None = None) -> AttestationServices:
-        """Load (or create) the signing keys and the swtpm template under ``home``.
-
-        Per-job swtpm state lives under ``run_dir`` (default: a temp dir per job).
-        """
-        keyring = _load_keyring(home / "keys" / "attest", rotate_after_days)
-        template, problem, aks = None, swtpm_missing(), []
-        if problem is None:
-            template = home / "tpm"
-            # A swtpm start can fail transiently (a loaded host); without a retry here the
-            # server would stay without attestation for its whole life.
-            for attempt in range(1, _OPEN_ATTEMPTS + 1):
-                try:
-                    aks.append(_pinned_ak(template))
-                    problem = None
-                    break
-                except SwtpmUnavailableError as exc:
-                    problem = f"software TPM unusable: {exc}"
-                    break
-                except AttestationError as exc:
-                    problem = f"software TPM unusable: {exc}"
-                    if template.is_dir() and not has_swtpm_state(template):
-                        shutil.rmtree(template)  # half-made: manufacture it afresh next time
-                    if attempt < _OPEN_ATTEMPTS:
-                        time.sleep(0.2 * attempt)
-            if problem is not None:
-                template = None
-        insecure_key = Ed25519PrivateKey.generate() if insecure_dev else None
-        verifier = Verifier(
-            keyring, issuer=ISSUER, trusted_aks=aks,
-            insecure_keys=[insecure_key.public_key()] if insecure_key else (),
-            allow_insecure=insecure_dev,
-        )
-        return cls(keyring, verifier, template, problem, insecure_key,
-                   swtpm_workdir=run_dir / SWTPM_RUN_DIR if run_dir is not None else None)
-
-
-def _load_keyring(directory: Path, rotate_after_days: float) -> SigningKeyRing:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    directory.chmod(0o700)
-    path = directory / _KEY_FILE
-    if path.exists():
-        ring = SigningKeyRing.load(directory)
-        # save() rewrites the file on every rotation, so its mtime dates the newest key.
-        if time.time() - path.stat().st_mtime > rotate_after_days * 86400:
-            ring.rotate()
-            ring.save(directory)
-    else:
-        ring = SigningKeyRing()
-        ring.save(directory)
-    return ring
-
-
-def _pinned_ak(template: Path) -> Any:
-    """The AK of swtpms started from ``template``; manufactured and enrolled once, then cached."""
-    cache = template / _AK_FILE
-    if not template.exists():
-        template.mkdir(parents=True, mode=0o700)
-        create_swtpm_state(template)
-    if cache.exists():
-        return load_pem_public_key(cache.read_bytes())
-    from cryptography.hazmat.primitives import serialization
-
-    key = enroll_ak(template)
-    cache.write_bytes(key.public_bytes(serialization.Encoding.PEM,
-                                       serialization.PublicFormat.SubjectPublicKeyInfo))
-    return key
-
-
-# -- the broker's view of the database ------------------------------------------------------
-
-
-class _SqlBrokerStore:
-    """BrokerStore over one DB transaction: each decision commits with its audit event."""
-
-    def __init__(self, session: Session, catalog: Catalog, nonces: _NonceBook) -> None:
-        self._session = session
-        self._catalog = catalog
-        self._nonces = nonces
-
-    def put_nonce(self, nonce: str, expires_at: float) -> None:
-        self._nonces.put(nonce, expires_at)
-
-    def consume_nonce(self, nonce: str, now: float) -> bool:
-        return self._nonces.consume(nonce, now)
-
-    def is_approved(self, *, provider: str, job: str, bundle_digest: str) -> bool:
-        """Re-read at release time: a rejection or cancellation since approval wins."""
-        row = self._session.get(Job, job)
-        if row is None or row.state != State.RUNNING.value or row.digest != bundle_digest:
-            return False
-        approval = self._session.execute(
-            select(Approval).where(Approval.job_id == job, Approval.party_id == provider)
-        ).scalar_one_or_none()
-        return (approval is not None and approval.decision == "approve"
-                and approval.digest == bundle_digest)
-
-    def _dataset(self, dataset_id: str) -> Dataset | None:
-        dataset = self._session.get(Dataset, dataset_id)
-        return dataset if dataset is not None and dataset.status == "ready" else None
-
-    def dataset_policy(self, dataset_id: str) -> DatasetPolicy | None:
-        dataset = self._dataset(dataset_id)
-        if dataset is None:
-            return None
-        spec = policy_of(dataset).attestation or AttestationSpec()
-        policy = KeyPolicy(
-            allowed_backends=frozenset(spec.allowed_backends),
-            required_status=spec.required_status,
-            require_hardware_backed=spec.require_hardware_backed,
-            allow_debug=spec.allow_debug,
-            max_token_age_s=spec.max_token_age_s,
-        )
-        return DatasetPolicy(provider=dataset.party_id, policy=policy)
-
-    def dataset_key(self, dataset_id: str) -> bytes:
-        dataset = self._dataset(dataset_id)
-        if dataset is None:
-            raise KeyError(dataset_id)
-        return bytes(self._catalog.data_key(dataset).to_bytes())
-
-    def record(self, event: str, **fields: Any) -> None:
-        audit.record(self._session, actor="system:kbs", action=event,
-                     subject=str(fields.get("job") or "kbs"), detail=fields)
 
 
 # -- one job ----------------------------------------------------------------------------------
@@ -257,8 +75,8 @@ class JobLaunch:
     """Context manager around one run: attester and key agent live exactly as long as it."""
 
     def __init__(self, services: AttestationServices, db: Database, catalog: Catalog, *,
-                 job_id: str, bundle_digest: str, log: EventLog, backend: str,
-                 inputs: list[_Input]) -> None:
+                 job_id: str, bundle_digest: str, log: EventLog,
+                 backend: SecureStageBackend, inputs: list[_Input]) -> None:
         self._services = services
         self._db = db
         self._catalog = catalog
@@ -267,7 +85,7 @@ class JobLaunch:
         self._log = log
         self._backend = backend
         self._inputs = {i.dataset_id: i for i in inputs}
-        self._attester: SwtpmAttester | InsecureAttester | None = None
+        self._attester: Attester | None = None
         self._agent: KeyAgent | None = None
         self._agent_dir: Path | None = None
         self._lock = threading.Lock()
@@ -280,20 +98,14 @@ class JobLaunch:
     def __enter__(self) -> JobLaunch:
         t0 = time.perf_counter()
         try:
-            if self._backend == "local-sandbox":
-                if self._services.swtpm_template is None:
-                    raise LaunchError(f"attestation unavailable: {self._services.swtpm_problem}")
-                attester = SwtpmAttester(self._services.swtpm_template,
-                                         workdir_parent=self._services.swtpm_workdir)
-                self._attester = attester.__enter__()
-            else:
-                if self._services.insecure_key is None:
-                    raise LaunchError("insecure evidence needs the explicit insecure-dev flag")
-                self._attester = InsecureAttester(insecure=True, key=self._services.insecure_key)
+            try:
+                self._attester = self._backend.open_attester(self._services)
+            except AttesterUnavailable as exc:
+                raise LaunchError(str(exc)) from None
             self._attester.measure(self._log)
             self._agent_dir = Path(tempfile.mkdtemp(prefix="veil-ka-"))
             os.chmod(self._agent_dir, 0o755)
-            self._agent = KeyAgent(self._agent_dir / _AGENT_SOCKET, self._handle,
+            self._agent = KeyAgent(self._agent_dir / AGENT_SOCKET, self._handle,
                                    max_requests=8 * max(1, len(self._inputs)))
             self._agent.start()
         except BaseException:
@@ -313,23 +125,20 @@ class JobLaunch:
         if self._agent_dir is not None:
             shutil.rmtree(self._agent_dir, ignore_errors=True)
             self._agent_dir = None
-        if isinstance(self._attester, SwtpmAttester):
+        if self._attester is not None:
             self._attester.close()
         self._attester = None
 
     def sandbox_wiring(self) -> tuple[dict[str, str], list[tuple[Path, str]]]:
         """Env and rw binds that put the agent socket into the sandbox."""
         assert self._agent_dir is not None
-        if self._backend == "local-sandbox":
-            return ({"VEIL_KEY_AGENT": f"{AGENT_SANDBOX_DIR}/{_AGENT_SOCKET}"},
-                    [(self._agent_dir, AGENT_SANDBOX_DIR)])
-        return {"VEIL_KEY_AGENT": str(self._agent_dir / _AGENT_SOCKET)}, []
+        return self._backend.agent_wiring(self._agent_dir)
 
     @property
     def agent_socket(self) -> Path:
         """The key agent's socket on the host, for the release executor after the run."""
         assert self._agent_dir is not None
-        return self._agent_dir / _AGENT_SOCKET
+        return self._agent_dir / AGENT_SOCKET
 
     def denial_reason(self) -> str | None:
         with self._lock:
@@ -337,7 +146,7 @@ class JobLaunch:
 
     # -- the agent's handler ------------------------------------------------------------------
     def _broker(self, session: Session) -> KeyBroker:
-        return KeyBroker(_SqlBrokerStore(session, self._catalog, self._services.nonces),
+        return KeyBroker(SqlBrokerStore(session, self._catalog, self._services.nonces),
                          trusted_jwks=self._services.jwks, issuer=self._services.issuer)
 
     def _handle(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -427,7 +236,7 @@ class JobLaunch:
 
 
 def plan_launch(services: AttestationServices, db: Database, catalog: Catalog, session: Session,
-                job: Job, inputs_dir: Path, *, backend: str,
+                job: Job, inputs_dir: Path, *, backend: SecureStageBackend,
                 backend_config: Mapping[str, Any]) -> tuple[JobLaunch, dict[str, Any]]:
     """Stage the job's ciphertext inputs and measure the launch; returns (launch, inputs.json)."""
     measured: list[dict[str, str]] = []

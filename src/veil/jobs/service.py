@@ -26,7 +26,7 @@ class JobError(ValueError):
 
 def submit(session: Session, catalog: Catalog, caller: Caller, files: Mapping[str, bytes], *,
            entrypoint: str, inputs: Sequence[str], outputs: Sequence[str] = (),
-           backend: str = "local-sandbox", insecure: bool = False,
+           backend: str, insecure: bool = False,
            max_bundle_bytes: int = 16 * 1024**2) -> Job:
     if caller.role is not Role.CONSUMER or caller.party_id is None:
         raise Forbidden("only consumers submit jobs")

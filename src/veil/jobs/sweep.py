@@ -19,12 +19,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from veil.jobs.launcher import SWTPM_RUN_DIR
 from veil.jobs.lifecycle import FINAL
 from veil.store.db import Database
 from veil.store.models import Job
 from veil.tee.attestation.swtpm import sweep_swtpm_dirs
 from veil.tee.sandbox import sweep_scratch
+from veil.tee.services import SWTPM_RUN_DIR
 
 __all__ = ["SANDBOX_RUN_DIR", "SweepReport", "sweep_leftovers"]
 

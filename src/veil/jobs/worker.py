@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from veil import audit
 from veil.catalog.service import Catalog, policy_of
-from veil.jobs.launcher import AttestationServices, JobLaunch, LaunchError, plan_launch
+from veil.jobs.launcher import JobLaunch, LaunchError, plan_launch
 from veil.jobs.lifecycle import StaleState, State, transition
 from veil.jobs.limits import effective_limits
 from veil.jobs.service import load_bundle
@@ -34,8 +34,10 @@ from veil.release import PENDING, REFUSED, Decision, InputRules, ManifestError, 
 from veil.release.executor import ExecutorError, ExecutorReport, execute_plans
 from veil.store.db import Database
 from veil.store.models import Job, Output, utcnow
+from veil.tee.backends import SecureStageBackend
 from veil.tee.faults import PlatformFault
-from veil.tee.sandbox import SandboxBackend, SandboxLimits, SandboxRequest
+from veil.tee.sandbox import SandboxLimits, SandboxRequest
+from veil.tee.services import AttestationServices
 
 log = logging.getLogger("veil.worker")
 
@@ -56,7 +58,7 @@ class _Prepared:
 class Worker:
     db: Database
     catalog: Catalog
-    backend: SandboxBackend
+    backend: SecureStageBackend
     run_root: Path
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     lease_s: float = 30.0
@@ -137,7 +139,7 @@ class Worker:
                 env, binds = launch.sandbox_wiring()
                 request = replace(request, env={**request.env, **env},
                                   extra_rw_binds=[*request.extra_rw_binds, *binds])
-                result = self.backend.run(request)
+                result = self.backend.sandbox.run(request)
                 report = None
                 if result.ok:  # the workload has exited: trusted code evaluates its plans
                     report = execute_plans(request.outputs_dir, request.inputs_dir,
@@ -206,7 +208,7 @@ class Worker:
             # Only ciphertext is staged; keys come from the broker inside the sandbox.
             launch, index = plan_launch(
                 self.attestation, self.db, self.catalog, session, job, inputs_dir,
-                backend=self.backend.name,
+                backend=self.backend,
                 backend_config={"name": self.backend.name, "insecure": job.insecure,
                                 "limits": asdict(limits)})
             (inputs_dir / "inputs.json").write_text(json.dumps(index))

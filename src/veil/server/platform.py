@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 from veil.catalog.service import Catalog
 from veil.crypto.keyring import LocalKeyring
-from veil.jobs.launcher import AttestationServices
 from veil.jobs.sweep import SANDBOX_RUN_DIR, sweep_leftovers
 from veil.jobs.worker import Worker
 from veil.settings import Settings
 from veil.store import BlobStore, Database, open_database
-from veil.tee.sandbox import SandboxLimits, backend_for
+from veil.tee.backends import SecureStageBackend, secure_stage_for
+from veil.tee.sandbox import SandboxLimits
+from veil.tee.services import AttestationServices
 
 
 @dataclass
@@ -25,15 +26,14 @@ class Platform:
     db: Database
     catalog: Catalog
     attestation: AttestationServices
+    secure_stage: SecureStageBackend
     workers: list[Worker] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def make_worker(self, limits: SandboxLimits | None = None) -> Worker:
-        """A worker on the configured backend; refuses if the sandbox tool is missing."""
-        backend = backend_for("local-sandbox", insecure_dev=self.settings.insecure_dev,
-                              scratch_dir=self.settings.run_dir / SANDBOX_RUN_DIR)
-        worker = Worker(self.db, self.catalog, backend, self.settings.run_dir,
+        """A worker on the platform's one secure-stage backend."""
+        worker = Worker(self.db, self.catalog, self.secure_stage, self.settings.run_dir,
                         limits=limits or operator_limits(self.settings),
                         lease_s=self.settings.worker_lease_s,
                         max_attempts=self.settings.max_attempts,
@@ -73,4 +73,7 @@ def create_platform(settings: Settings) -> Platform:
     sweep_leftovers(settings.run_dir, db)  # before any worker of ours makes new ones
     attestation = AttestationServices.open(settings.home, insecure_dev=settings.insecure_dev,
                                            run_dir=settings.run_dir)
-    return Platform(settings, db, catalog, attestation)
+    # Chosen once: submissions are checked against, and jobs run on, this one backend.
+    secure_stage = secure_stage_for(insecure_dev=settings.insecure_dev,
+                                    scratch_dir=settings.run_dir / SANDBOX_RUN_DIR)
+    return Platform(settings, db, catalog, attestation, secure_stage)

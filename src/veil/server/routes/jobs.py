@@ -64,7 +64,9 @@ async def submit(request: Request, caller: Consumer, platform: PlatformDep,
         files[upload.filename] = await upload.read()
     job = service.submit(session, platform.catalog, caller, files, entrypoint=spec.entrypoint,
                          inputs=spec.inputs, outputs=spec.outputs,
-                         insecure=platform.settings.insecure_dev,
+                         backend=platform.secure_stage.name,
+                         insecure=(platform.settings.insecure_dev
+                                   or platform.secure_stage.insecure),
                          max_bundle_bytes=limit)
     return service.describe(job)
 
