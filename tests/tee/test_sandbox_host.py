@@ -111,6 +111,16 @@ def test_mount_exposing_veil_home_refused(
     _host.validate_request(req)
 
 
+def test_the_home_passed_down_is_protected_not_the_environments(
+    req: SandboxRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`veil serve --home X` protects X even when $VEIL_HOME says something else."""
+    monkeypatch.setenv("VEIL_HOME", str(tmp_path / "elsewhere"))
+    with pytest.raises(SandboxError, match="expose"):
+        _host.validate_request(req, home=tmp_path / "bundle" / "home")
+    _host.validate_request(req, home=tmp_path / "elsewhere")
+
+
 @pytest.mark.parametrize("field", ["cpu_seconds", "memory_bytes", "wall_seconds", "output_bytes"])
 @pytest.mark.parametrize("value", [0, -1, True, 1.5])
 def test_bad_limits(field: str, value: object) -> None:

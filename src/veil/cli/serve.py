@@ -83,7 +83,7 @@ def _secure_stage_missing(settings: Settings) -> str | None:
 
     try:
         operator_limits(settings)
-        secure_stage_for(insecure_dev=settings.insecure_dev)
+        secure_stage_for(insecure_dev=settings.insecure_dev, home=settings.home)
     except SandboxUnavailable as exc:
         return str(exc)
     except SandboxError as exc:

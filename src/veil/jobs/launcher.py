@@ -13,7 +13,6 @@ sandbox and attester a run uses is the ``veil.tee.backends.SecureStageBackend``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -32,6 +31,7 @@ from veil.catalog.service import Catalog
 from veil.jobs.broker_store import SqlBrokerStore
 from veil.release.executor import code_digest as executor_code_digest
 from veil.release.manifest import ManifestError, read_manifest
+from veil.stage import IndexEntry, InputIndex
 from veil.store.db import Database
 from veil.store.models import Job
 from veil.tee.agent import (
@@ -237,10 +237,10 @@ class JobLaunch:
 
 def plan_launch(services: AttestationServices, db: Database, catalog: Catalog, session: Session,
                 job: Job, inputs_dir: Path, *, backend: SecureStageBackend,
-                backend_config: Mapping[str, Any]) -> tuple[JobLaunch, dict[str, Any]]:
-    """Stage the job's ciphertext inputs and measure the launch; returns (launch, inputs.json)."""
+                backend_config: Mapping[str, Any]) -> tuple[JobLaunch, InputIndex]:
+    """Stage the job's ciphertext inputs and measure the launch; returns (launch, index)."""
     measured: list[dict[str, str]] = []
-    entries: dict[str, dict[str, str]] = {}
+    entries: dict[str, IndexEntry] = {}
     inputs: list[_Input] = []
     for inp in job.inputs:
         dataset = inp.dataset
@@ -255,8 +255,8 @@ def plan_launch(services: AttestationServices, db: Database, catalog: Catalog, s
         if dataset.stored_digest is not None and dataset.stored_digest != digest:
             raise LaunchError(f"stored ciphertext of {dataset.full_name} changed since upload")
         measured.append({"id": dataset.id, "sha256": digest})
-        entries[dataset.full_name] = {"id": dataset.id, "file": file_name,
-                                      "context": f"veil/dataset/{dataset.id}/data"}
+        entries[dataset.full_name] = IndexEntry(id=dataset.id, file=file_name,
+                                                context=f"veil/dataset/{dataset.id}/data")
         inputs.append(_Input(dataset.id, dataset.full_name))
     manifest = job.manifest
     from veil.tee.attestation import measure_launch
@@ -274,8 +274,7 @@ def plan_launch(services: AttestationServices, db: Database, catalog: Catalog, s
     )
     launch = JobLaunch(services, db, catalog, job_id=job.id, bundle_digest=job.digest, log=log,
                        backend=backend, inputs=inputs)
-    index = {"job": job.id, "bundle_digest": job.digest, "datasets": entries}
-    return launch, index
+    return launch, InputIndex(job=job.id, bundle_digest=job.digest, datasets=entries)
 
 
 def _file_sha256(path: Path) -> str:
@@ -285,6 +284,3 @@ def _file_sha256(path: Path) -> str:
             sha.update(block)
     return sha.hexdigest()
 
-
-def inputs_json(index: Mapping[str, Any]) -> str:
-    return json.dumps(index, sort_keys=True)

@@ -9,7 +9,6 @@ once and then failed with a reason, so a crash never loses a job silently.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import shutil
@@ -32,6 +31,7 @@ from veil.jobs.service import load_bundle
 from veil.privacy.plans import PINNED_PLANS_FILE, parse_pinned
 from veil.release import PENDING, REFUSED, Decision, InputRules, ManifestError, evaluate, ledger
 from veil.release.executor import ExecutorError, ExecutorReport, execute_plans
+from veil.stage import ENV_JOB_ID, InputIndex
 from veil.store.db import Database
 from veil.store.models import Job, Output, utcnow
 from veil.tee.backends import SecureStageBackend
@@ -49,7 +49,7 @@ class _Prepared:
     request: SandboxRequest
     rules: list[InputRules]
     launch: JobLaunch
-    index: dict[str, Any]
+    index: InputIndex
     public_rules: dict[str, dict[str, Any]]
     pinned: dict[str, str]  # output name -> plan digest fixed in the approved bundle
 
@@ -211,13 +211,13 @@ class Worker:
                 backend=self.backend,
                 backend_config={"name": self.backend.name, "insecure": job.insecure,
                                 "limits": asdict(limits)})
-            (inputs_dir / "inputs.json").write_text(json.dumps(index))
+            index.write(inputs_dir)
             audit.record(session, actor=f"system:{self.worker_id}", action="job.inputs_prepared",
-                         subject=job_id, detail={"inputs": sorted(index["datasets"])})
+                         subject=job_id, detail={"inputs": sorted(index.datasets)})
             entrypoint = job.entrypoint
         request = SandboxRequest(bundle_dir=bundle_dir, entrypoint=entrypoint,
                                  inputs_dir=inputs_dir, outputs_dir=outputs_dir,
-                                 limits=limits, env={"VEIL_JOB_ID": job_id})
+                                 limits=limits, env={ENV_JOB_ID: job_id})
         return _Prepared(request, rules, launch, index, public_rules, pinned)
 
     def _release(self, job_id: str, outputs_dir: Path, prepared: _Prepared,

@@ -34,6 +34,7 @@ from veil.release.manifest import (
     read_manifest,
     write_manifest,
 )
+from veil.stage import InputIndex
 
 __all__ = ["Executed", "ExecutorError", "ExecutorReport", "Failed", "code_digest",
            "execute_plans"]
@@ -101,12 +102,12 @@ def code_digest() -> str:
 # --------------------------------------------------------------------------- host side
 
 
-def execute_plans(outputs_dir: Path, inputs_dir: Path, index: Mapping[str, Any],
+def execute_plans(outputs_dir: Path, inputs_dir: Path, index: InputIndex,
                   rules: Mapping[str, Mapping[str, Any]], agent_socket: Path, *,
                   timeout_s: float = 600.0) -> ExecutorReport:
     """Run the executor process over every plan in the manifest; rewrite the manifest.
 
-    ``index`` is the job's inputs.json (trusted: the worker wrote it); ``rules`` maps each
+    ``index`` is the job's input index (trusted: the worker wrote it); ``rules`` maps each
     input's full name to its policy's ``public_rules()``.
     """
     manifest = read_manifest(outputs_dir)
@@ -114,7 +115,8 @@ def execute_plans(outputs_dir: Path, inputs_dir: Path, index: Mapping[str, Any],
     if not plans:
         return ExecutorReport()
     request = {"outputs_dir": str(outputs_dir), "inputs_dir": str(inputs_dir),
-               "index": dict(index), "rules": {k: dict(v) for k, v in rules.items()},
+               "index": index.model_dump(mode="json"),
+               "rules": {k: dict(v) for k, v in rules.items()},
                "agent": str(agent_socket),
                "plans": [{"name": e.name, "file": e.file, "sha256": e.sha256} for e in plans]}
     env = {k: v for k, v in os.environ.items()
@@ -167,19 +169,18 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
 
     t_start = time.perf_counter()
     outputs, inputs = Path(request["outputs_dir"]), Path(request["inputs_dir"])
-    index = request["index"]
-    datasets: Mapping[str, Mapping[str, str]] = index["datasets"]
+    index = InputIndex.model_validate(request["index"])
+    datasets = index.datasets
     rules = {name: SourceRules.from_public(name, r) for name, r in request["rules"].items()}
     frames: dict[str, pd.DataFrame] = {}
 
     def frame(name: str) -> pd.DataFrame:
         if name not in frames:
             entry = datasets[name]
-            key = fetch_dataset_key(request["agent"], dataset_id=entry["id"],
-                                    job=str(index["job"]),
-                                    bundle_digest=str(index["bundle_digest"]))
-            loaded = load_frame(inputs / entry["file"], DataKey.from_bytes(key),
-                                context=str(entry["context"]).encode())
+            key = fetch_dataset_key(request["agent"], dataset_id=entry.id, job=index.job,
+                                    bundle_digest=index.bundle_digest)
+            loaded = load_frame(inputs / entry.file, DataKey.from_bytes(key),
+                                context=entry.context.encode())
             frames[name] = loaded
         return frames[name]
 

@@ -15,13 +15,14 @@ from typing import Any
 
 from veil.sdk.client import ApiError, Client
 from veil.sdk.outputs import PublishError, publish
+from veil.stage import ENV_STAGE, SECURE
 
 _client: Client | None = None
 
 
 def stage() -> str:
     """"secure" inside the sandbox, "programming" everywhere else."""
-    return "secure" if os.environ.get("VEIL_STAGE") == "secure" else "programming"
+    return "secure" if os.environ.get(ENV_STAGE) == SECURE else "programming"
 
 
 def connect(url: str | None = None, token: str | None = None) -> Client:

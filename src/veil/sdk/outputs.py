@@ -24,6 +24,7 @@ from veil.release.manifest import (
     read_manifest,
     write_manifest,
 )
+from veil.stage import ENV_OUTPUTS, ENV_STAGE, OUTPUTS_MOUNT, SECURE
 
 
 class PublishError(ValueError):
@@ -43,9 +44,9 @@ def publish(name: str, value: Any, *, count_column: str | None = None) -> Any:
     kind, payload, meta = _serialise(value, count_column)
     entry = OutputEntry(name=name, kind=kind, file=f"{name}.{EXTENSIONS[kind]}",
                         sha256=hashlib.sha256(payload).hexdigest(), size=len(payload), meta=meta)
-    folder = os.environ.get("VEIL_OUTPUTS")
-    if folder is None and os.environ.get("VEIL_STAGE") == "secure":
-        folder = "/outputs"
+    folder = os.environ.get(ENV_OUTPUTS)
+    if folder is None and os.environ.get(ENV_STAGE) == SECURE:
+        folder = OUTPUTS_MOUNT
     if folder is None:
         return value
     outputs = Path(folder)

@@ -7,10 +7,11 @@ broker sealed to that key; without a successful attestation there is nothing to 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
+
+from veil.stage import ENV_INPUTS, ENV_KEY_AGENT, INPUTS_MOUNT, InputIndex, InputIndexError
 
 
 class InputNotDeclared(LookupError):
@@ -21,38 +22,25 @@ class SecureInputError(RuntimeError):
     """The secure stage's input index or key agent is missing or malformed."""
 
 
-def _index(inputs: Path) -> dict[str, Any]:
-    try:
-        index = json.loads((inputs / "inputs.json").read_text())
-    except (OSError, ValueError):
-        raise SecureInputError("the secure stage has no readable inputs.json") from None
-    if not isinstance(index, dict) or not isinstance(index.get("datasets"), dict):
-        raise SecureInputError("inputs.json is malformed")
-    return index
-
-
 def load_input(name: str) -> Any:
     from veil.catalog.ingest import load_frame
     from veil.crypto.envelope import DataKey
     from veil.tee.agent import fetch_dataset_key
 
-    inputs = Path(os.environ.get("VEIL_INPUTS", "/inputs"))
-    index = _index(inputs)
-    entry = index["datasets"].get(name)
+    inputs = Path(os.environ.get(ENV_INPUTS, INPUTS_MOUNT))
+    try:
+        index = InputIndex.read(inputs)
+    except InputIndexError as exc:
+        raise SecureInputError(str(exc)) from None
+    entry = index.datasets.get(name)
     if entry is None:
         raise InputNotDeclared(f"dataset {name!r} is not an input of this job")
-    agent = os.environ.get("VEIL_KEY_AGENT")
+    agent = os.environ.get(ENV_KEY_AGENT)
     if not agent:
-        raise SecureInputError("no key agent in this secure stage (VEIL_KEY_AGENT unset)")
-    try:
-        file_name, dataset_id, context = entry["file"], entry["id"], entry["context"]
-        job, bundle_digest = str(index["job"]), str(index["bundle_digest"])
-    except (KeyError, TypeError):
-        raise SecureInputError("inputs.json entry is malformed") from None
-    if "/" in file_name or file_name.startswith("."):
-        raise SecureInputError("inputs.json names a file outside the inputs folder")
-    key = fetch_dataset_key(agent, dataset_id=str(dataset_id), job=job,
-                            bundle_digest=bundle_digest)
-    frame = load_frame(inputs / file_name, DataKey.from_bytes(key), context=str(context).encode())
+        raise SecureInputError(f"no key agent in this secure stage ({ENV_KEY_AGENT} unset)")
+    key = fetch_dataset_key(agent, dataset_id=entry.id, job=index.job,
+                            bundle_digest=index.bundle_digest)
+    frame = load_frame(inputs / entry.file, DataKey.from_bytes(key),
+                       context=entry.context.encode())
     frame.attrs["veil_view"] = "full"
     return frame

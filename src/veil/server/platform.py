@@ -75,5 +75,6 @@ def create_platform(settings: Settings) -> Platform:
                                            run_dir=settings.run_dir)
     # Chosen once: submissions are checked against, and jobs run on, this one backend.
     secure_stage = secure_stage_for(insecure_dev=settings.insecure_dev,
-                                    scratch_dir=settings.run_dir / SANDBOX_RUN_DIR)
+                                    scratch_dir=settings.run_dir / SANDBOX_RUN_DIR,
+                                    home=settings.home)
     return Platform(settings, db, catalog, attestation, secure_stage)

@@ -131,14 +131,15 @@ class LocalInsecure(SecureStageBackend):
         return {"VEIL_KEY_AGENT": str(agent_dir / AGENT_SOCKET)}, []
 
 
-def secure_stage_for(*, insecure_dev: bool = False,
-                     scratch_dir: Path | None = None) -> SecureStageBackend:
+def secure_stage_for(*, insecure_dev: bool = False, scratch_dir: Path | None = None,
+                     home: Path | None = None) -> SecureStageBackend:
     """The platform's backend: the local sandbox, or — only with the explicit insecure-dev flag
-    and no bubblewrap on the host — the insecure one. Fails closed otherwise."""
+    and no bubblewrap on the host — the insecure one. Fails closed otherwise. ``home`` is the
+    server's state folder, which no run may see."""
     if find_bwrap() is not None:
-        return LocalSandbox(BubblewrapBackend(scratch_dir=scratch_dir))
+        return LocalSandbox(BubblewrapBackend(scratch_dir=scratch_dir, home=home))
     if insecure_dev:
-        return LocalInsecure(InsecureSubprocessBackend())
+        return LocalInsecure(InsecureSubprocessBackend(home=home))
     from veil.tee.sandbox import BWRAP_MISSING
 
     raise SandboxUnavailable(BWRAP_MISSING)

@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from veil.stage import INPUTS_MOUNT, OUTPUTS_MOUNT
 from veil.tee.owned import owned_name, owner_gone
 
 from . import _cgroup, _host
@@ -70,7 +71,7 @@ def _under(path: PurePosixPath, roots: tuple[PurePosixPath, ...]) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _runtime() -> _Runtime:
+def _runtime(home: Path | None = None) -> _Runtime:
     """Bind exactly the interpreter, the venv and veil's source folder: not /work, not /root."""
     base = Path(sys.base_prefix).resolve()
     prefix = Path(sys.prefix).resolve()
@@ -120,7 +121,7 @@ def _runtime() -> _Runtime:
         pythonpath = _SRC_DEST
     # The runner is stdlib-only, so it can sit alone at a neutral path whatever the host layout.
     binds.append((str(_host.RUNNER_PATH.resolve()), _RUNNER_DEST))
-    _host.check_not_exposing_home([Path(h) for h, _ in binds])
+    _host.check_not_exposing_home([Path(h) for h, _ in binds], _host.protected_home(home))
     return _Runtime(tuple(binds), python, pythonpath, _RUNNER_DEST)
 
 
@@ -187,15 +188,18 @@ class BubblewrapBackend:
 
     name = "local-sandbox"
 
-    def __init__(self, bwrap: str | None = None, *, scratch_dir: Path | None = None) -> None:
+    def __init__(self, bwrap: str | None = None, *, scratch_dir: Path | None = None,
+                 home: Path | None = None) -> None:
         """``scratch_dir`` holds each run's staging mount and files (default: the temp dir);
-        under the run folder, ``sweep_scratch`` can clean what a killed worker left."""
+        under the run folder, ``sweep_scratch`` can clean what a killed worker left. ``home``
+        is the server's state folder, never mounted (default: ``Settings``' default)."""
         self._scratch = scratch_dir
+        self._home = _host.protected_home(home)
         found = bwrap or find_bwrap()
         if not found or not os.access(found, os.X_OK):
             raise SandboxUnavailable(BWRAP_MISSING)
         self._bwrap = found
-        self._runtime = _runtime()
+        self._runtime = _runtime(self._home)
         self._bpf = seccomp_bpf()
 
     def run(self, request: SandboxRequest) -> SandboxResult:
@@ -208,7 +212,7 @@ class BubblewrapBackend:
             ) from None
 
     def _run(self, request: SandboxRequest) -> SandboxResult:
-        entry = _host.validate_request(request)
+        entry = _host.validate_request(request, home=self._home)
         limits = request.limits
         is_nb = entry.suffix == ".ipynb"
         run_dir = _make_run_dir(self._scratch)
@@ -241,7 +245,8 @@ class BubblewrapBackend:
                     if fd >= 0:
                         os.close(fd)
                 raise
-            env = _host.base_env(request, inputs="/inputs", outputs="/outputs", home="/work")
+            env = _host.base_env(request, inputs=INPUTS_MOUNT, outputs=OUTPUTS_MOUNT,
+                                 home="/work")
             if self._runtime.pythonpath:
                 env["PYTHONPATH"] = self._runtime.pythonpath
             watchdogs = [] if staged else [_host.output_size_watchdog(out_src, limits.output_bytes)]
@@ -317,8 +322,8 @@ class BubblewrapBackend:
             "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp",
             "--size", str(limits.tmpfs_bytes), "--tmpfs", "/work",
             "--ro-bind", str(req.bundle_dir.resolve()), "/job",
-            "--ro-bind", str(req.inputs_dir.resolve()), "/inputs",
-            "--bind", str(out_src.resolve()), "/outputs",
+            "--ro-bind", str(req.inputs_dir.resolve()), INPUTS_MOUNT,
+            "--bind", str(out_src.resolve()), OUTPUTS_MOUNT,
         ]  # fmt: skip
         for ro_src, ro_dest in req.extra_ro_binds:
             args += ["--ro-bind", str(Path(ro_src).resolve()), ro_dest]

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from veil.stage import ENV_INPUTS, ENV_OUTPUTS, ENV_STAGE, SECURE
+
 from ._types import SandboxError, SandboxLimits, SandboxRequest, SandboxResult
 
 log = logging.getLogger("veil.tee.sandbox")
@@ -28,7 +30,7 @@ _STATUS_CAP = 4096
 _MAX_OUTPUT_ENTRIES = 10_000
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _RESERVED_ENV = frozenset(
-    {"VEIL_STAGE", "VEIL_INPUTS", "VEIL_OUTPUTS", "HOME", "PATH", "TMPDIR", "MPLBACKEND"}
+    {ENV_STAGE, ENV_INPUTS, ENV_OUTPUTS, "HOME", "PATH", "TMPDIR", "MPLBACKEND"}
 )
 _RESERVED_ENV_PREFIXES = ("LD_", "PYTHON", "JUPYTER", "IPYTHON")
 _EXTRA_BIND_ROOTS = (PurePosixPath("/run"), PurePosixPath("/mnt"))
@@ -42,23 +44,26 @@ _LIMIT_REASONS = {
 }
 
 
-def veil_home() -> Path:
-    """The server's state folder, which must never be visible to a job."""
-    raw = os.environ.get("VEIL_HOME") or os.path.join(os.path.expanduser("~"), ".veil")
-    return Path(raw).resolve()
+def protected_home(home: Path | None) -> Path:
+    """The server's state folder (``Settings.home``), which must never be visible to a job."""
+    from veil.settings import default_home
+
+    return (home or default_home()).resolve()
 
 
-def check_not_exposing_home(sources: Sequence[Path]) -> None:
-    """Refuse a mount whose source is $VEIL_HOME or one of its ancestors."""
-    home = veil_home()
+def check_not_exposing_home(sources: Sequence[Path], home: Path) -> None:
+    """Refuse a mount whose source is the server's home or one of its ancestors."""
     for src in sources:
         resolved = src.resolve()
         if home == resolved or home.is_relative_to(resolved):
             raise SandboxError(f"refusing to mount {src}: it would expose VEIL_HOME")
 
 
-def validate_request(req: SandboxRequest) -> Path:
-    """Check a request before anything runs; returns the entrypoint's host path."""
+def validate_request(req: SandboxRequest, *, home: Path | None = None) -> Path:
+    """Check a request before anything runs; returns the entrypoint's host path.
+
+    ``home`` is the server's state folder (default: ``Settings``' default home).
+    """
     if not isinstance(req.limits, SandboxLimits):
         raise SandboxError("limits must be a SandboxLimits")
     if not req.bundle_dir.is_dir():
@@ -116,7 +121,8 @@ def validate_request(req: SandboxRequest) -> Path:
             req.outputs_dir,
             *(Path(h) for h, _ in req.extra_ro_binds),
             *(Path(h) for h, _ in req.extra_rw_binds),
-        ]
+        ],
+        protected_home(home),
     )
     return entry
 
@@ -127,9 +133,9 @@ def base_env(request: SandboxRequest, *, inputs: str, outputs: str, home: str) -
         "HOME": home,
         "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
-        "VEIL_STAGE": "secure",
-        "VEIL_INPUTS": inputs,
-        "VEIL_OUTPUTS": outputs,
+        ENV_STAGE: SECURE,
+        ENV_INPUTS: inputs,
+        ENV_OUTPUTS: outputs,
         "MPLBACKEND": "Agg",
         "PYTHONDONTWRITEBYTECODE": "1",
     }

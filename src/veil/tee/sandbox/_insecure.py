@@ -33,8 +33,11 @@ class InsecureSubprocessBackend:
 
     name = "insecure-dev"
 
+    def __init__(self, *, home: Path | None = None) -> None:
+        self._home = home
+
     def run(self, request: SandboxRequest) -> SandboxResult:
-        entry = _host.validate_request(request)
+        entry = _host.validate_request(request, home=self._home)
         limits = request.limits
         work = Path(tempfile.mkdtemp(prefix="veil-insecure-"))
         try:
