@@ -107,6 +107,26 @@ def test_filters_are_public_constants_and_unknown_ops_are_refused() -> None:
         P.prepare(P.Relation(sources=["h/visits"]).filter("nope", "==", 1), frames, rules)
 
 
+def test_derived_columns_are_row_wise_and_buckets_have_public_keys() -> None:
+    frames, rules = _frames()
+    rel = (P.Relation(sources=["h/visits"]).derive("double", "mul", "cost", 2.0)
+           .derive("band", "bucket", "cost", edges=[25, 50, 75]).filter("band", ">=", 1))
+    prepared = P.prepare(rel, frames, rules)
+    kept = prepared.frame
+    assert (kept.double == kept.cost * 2).all() and (kept.cost >= 25).all()
+    assert prepared.d_in == 3  # derivation costs no stability
+    out = P.evaluate(_dp(rel, mechanism="grouped_count", by=["band"], epsilon=1.0), frames,
+                     rules)
+    assert [row["band"] for row in out.value] == [0, 1, 2, 3]  # keys public by construction
+    with pytest.raises(P.PlanError, match="already exists"):
+        P.prepare(P.Relation(sources=["h/visits"]).derive("cost", "abs", "cost"), frames, rules)
+    with pytest.raises(P.PlanError, match="not numeric"):
+        P.prepare(P.Relation(sources=["h/visits"]).derive("x", "abs", "region"), frames, rules)
+    for bad in (("x", "add", "cost"), ("x", "bucket", "cost"), ("x", "abs", 3.0)):
+        with pytest.raises(P.PlanError):
+            P.Relation(sources=["h/visits"]).derive(*bad)
+
+
 def test_aggregate_counts_units_itself_and_drops_or_refuses_small_groups() -> None:
     frames, rules = _frames()
     frames["h/visits"].loc[:3, "region"] = "tiny"

@@ -27,8 +27,9 @@ from veil.sdk.client import ApiError, Client
 
 NOTEBOOK = "analysis.ipynb"
 INPUTS = ("hospital/visits", "insurer/claims")
-OUTPUTS = ("claims_by_region", "matched_visits", "dp_mean_claim", "dp_visit_cost_plus_premium")
-TRUSTED_OUTPUTS = ("claims_by_region", "dp_mean_claim", "dp_visit_cost_plus_premium")
+TRUSTED_OUTPUTS = ("claims_by_region", "dp_mean_claim", "dp_visit_cost_plus_premium",
+                   "dp_insured_visits_by_age_band")
+OUTPUTS = (*TRUSTED_OUTPUTS, "matched_visits")
 
 
 class DemoFailed(RuntimeError):
@@ -292,8 +293,12 @@ def _print_results(console: Console, stage1: dict[str, Any], stage2: dict[str, A
 
 def _show(value: Any) -> str:
     if isinstance(value, dict) and "mechanism" in value:  # a DP result
-        return (f"{value['value']:.2f}  ({value['mechanism']}, epsilon "
-                f"{value['epsilon']:.3g})")
+        shown = value["value"]
+        if isinstance(shown, list):  # a DP group-by: one row per public key
+            shown = pd.DataFrame(shown).to_string(index=False)
+        elif isinstance(shown, int | float):
+            shown = f"{shown:.2f}"
+        return f"{shown}\n({value['mechanism']}, epsilon {value['epsilon']:.3g})"
     if isinstance(value, pd.DataFrame):
         return value.round(2).to_string(index=False)
     return "—" if value is None else str(value)

@@ -50,6 +50,7 @@ __all__ = [
     "AggregateQuery",
     "AggregateResult",
     "DPQuery",
+    "Derive",
     "Filter",
     "Measure",
     "PlanDocument",
@@ -102,12 +103,50 @@ class Filter(_Plan):
         return self
 
 
+_BINARY: dict[str, Any] = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+                           "min": np.minimum, "max": np.maximum}
+_UNARY: dict[str, Any] = {"abs": np.abs, "neg": np.negative, "log1p": np.log1p, "round": np.round}
+
+
+class Derive(_Plan):
+    """A derived column, computed row by row from one row's values and public constants.
+
+    Row-wise maps keep the contribution bound (a unit's rows change, no one else's), so they
+    cost nothing in stability. ``bucket`` maps a number to the index of its bin among the
+    public ``edges`` (0 below the first edge, len(edges) at or above the last): its keys are
+    public by construction, so a DP group-by may use it.
+    """
+
+    name: Column
+    op: Literal["add", "sub", "mul", "div", "min", "max", "abs", "neg", "log1p", "round",
+                "bucket"]
+    args: list[Column | float] = Field(min_length=1, max_length=2)
+    edges: list[float] | None = Field(default=None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _arity(self) -> Derive:
+        arity = 2 if self.op in _BINARY else 1
+        if len(self.args) != arity:
+            raise ValueError(f"{self.op} takes {arity} argument(s)")
+        if (self.op == "bucket") != (self.edges is not None):
+            raise ValueError("bucket needs edges, and only bucket takes them")
+        if self.edges is not None and any(b <= a for a, b in zip(self.edges, self.edges[1:],
+                                                                   strict=False)):
+            raise ValueError("bucket edges must be strictly increasing")
+        if any(isinstance(a, float) and not math.isfinite(a) for a in self.args):
+            raise ValueError("constants must be finite")
+        if not any(isinstance(a, str) for a in self.args):
+            raise ValueError("a derived column must read at least one column")
+        return self
+
+
 class Relation(_Plan):
     """Rows of one input dataset, or of two joined on their shared privacy-id column."""
 
     sources: list[Annotated[str, Field(min_length=3, max_length=129)]] = Field(
         min_length=1, max_length=2)
     join_on: Column | None = None
+    derived: list[Derive] = Field(default_factory=list, max_length=32)
     filters: list[Filter] = Field(default_factory=list, max_length=32)
 
     @model_validator(mode="after")
@@ -126,12 +165,22 @@ class Relation(_Plan):
                                                              {"column": column, "op": op,
                                                               "value": _plain(value)}]})
 
+    def derive(self, name: str, op: str, *args: str | float,
+               edges: Sequence[float] | None = None) -> Relation:
+        """This relation with one more derived column (see ``Derive``): derived columns are
+        computed before the filters, so filters and group-bys may use them."""
+        step = {"name": name, "op": op, "args": [_plain(a) for a in args],
+                "edges": None if edges is None else [float(e) for e in edges]}
+        return _build(Relation, {**self._doc(), "derived": [*self._doc()["derived"], step]})
+
     def join(self, other: Relation, *, on: str) -> Relation:
-        """Inner join with another single, unfiltered source on the privacy-id column ``on``."""
-        if len(self.sources) != 1 or len(other.sources) != 1 or other.filters:
-            raise PlanError("join two datasets straight from veil.load, then filter the join")
-        return _build(Relation, {"sources": [*self.sources, *other.sources], "join_on": on,
-                                 "filters": self._doc()["filters"]})
+        """Inner join with another single source on the privacy-id column ``on``; derive and
+        filter on the joined relation."""
+        if len(self.sources) != 1 or len(other.sources) != 1 or other.filters or other.derived \
+                or self.filters or self.derived:
+            raise PlanError("join two datasets straight from veil.load, then derive and filter "
+                            "on the join")
+        return _build(Relation, {"sources": [*self.sources, *other.sources], "join_on": on})
 
     def _doc(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -338,9 +387,47 @@ def prepare(relation: Relation, frames: Mapping[str, pd.DataFrame],
         frame, d_in = _join(relation, bounded, [rules[s] for s in relation.sources])
         id_column = relation.join_on
         owners[relation.join_on] = rules[relation.sources[0]]
+    for step in relation.derived:
+        frame = _derive(frame, step)
+        if step.op == "bucket":  # its keys are the bin indices: public by construction
+            assert step.edges is not None
+            owners[step.name] = SourceRules(f"derived {step.name}", categories={
+                step.name: list(range(len(step.edges) + 1))})
+        else:
+            owners.pop(step.name, None)
     for flt in relation.filters:
         frame = frame[_mask(frame, flt)]
     return Prepared(frame, d_in, id_column, owners)
+
+
+def _derive(frame: pd.DataFrame, step: Derive) -> pd.DataFrame:
+    if step.name in frame.columns:
+        raise PlanError(f"derived column {step.name!r} already exists")
+    values = []
+    for arg in step.args:
+        if isinstance(arg, str):
+            if arg not in frame.columns:
+                raise PlanError(f"derive {step.name!r}: unknown column {arg!r}")
+            column = frame[arg]
+            if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+                raise PlanError(f"derive {step.name!r}: column {arg!r} is not numeric")
+            values.append(column.to_numpy(dtype=float, na_value=np.nan))
+        else:
+            values.append(np.full(len(frame), float(arg)))
+    with np.errstate(all="ignore"):  # division by zero, log of negatives: NaN, dropped later
+        if step.op == "bucket":
+            assert step.edges is not None
+            out = np.searchsorted(np.asarray(step.edges), values[0], side="right").astype(float)
+            out[np.isnan(values[0])] = np.nan
+        elif step.op in _BINARY:
+            out = _BINARY[step.op](values[0], values[1])
+        else:
+            out = _UNARY[step.op](values[0])
+    out[~np.isfinite(out)] = np.nan
+    result = pd.Series(out, index=frame.index)
+    if step.op == "bucket":
+        result = result.astype("Int64")
+    return frame.assign(**{step.name: result})
 
 
 def _bound(frame: pd.DataFrame, rule: SourceRules) -> pd.DataFrame:

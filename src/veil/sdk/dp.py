@@ -13,7 +13,7 @@ is charged from OpenDP's privacy map of that evaluation.
   written, and the executor's result is what leaves.
 
 Data: pass what ``veil.load`` returned, a dataset name, or a relation built with
-:func:`table`, :func:`join` and ``.filter``. A DataFrame derived in pandas is refused: its
+:func:`table`, :func:`join`, ``.derive`` (row-wise derived columns) and ``.filter``. A DataFrame derived in pandas is refused: its
 stability (how far one person can move it) is unknown, so no DP cost could be stated.
 """
 
@@ -132,8 +132,9 @@ def table(data: pd.DataFrame | str | Relation) -> Relation:
         raise PlanError(
             "this DataFrame was derived in pandas, so how far one person can change it is "
             "unknown and no DP cost can be stated; query the frame veil.load returned and "
-            "express the derivation in the plan: veil.dp.table(df).filter(column, op, value), "
-            "veil.dp.join(a, b, on=id_column), and the group-by of grouped_count/aggregate")
+            "express the derivation in the plan: veil.dp.table(df).derive(name, op, *args), "
+            ".filter(column, op, value), veil.dp.join(a, b, on=id_column), and the group-by "
+            "of grouped_count/aggregate")
     raise PlanError(f"cannot query a {type(data).__name__}; pass what veil.load returned")
 
 
