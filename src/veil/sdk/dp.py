@@ -13,8 +13,9 @@ is charged from OpenDP's privacy map of that evaluation.
   written, and the executor's result is what leaves.
 
 Data: pass what ``veil.load`` returned, a dataset name, or a relation built with
-:func:`table`, :func:`join`, ``.derive`` (row-wise derived columns) and ``.filter``. A DataFrame derived in pandas is refused: its
-stability (how far one person can move it) is unknown, so no DP cost could be stated.
+:func:`table`, :func:`join`, ``.derive`` (row-wise derived columns) and ``.filter``. A
+DataFrame derived in pandas is refused: its stability (how far one person can move it) is
+unknown, so no DP cost could be stated.
 """
 
 from __future__ import annotations
