@@ -103,6 +103,9 @@ def test_keys_come_from_the_broker_and_the_token_verifies(live_server, tmp_path:
                  "--bundle", str(tmp_path / "veil.plans.json"), "--outputs", str(out))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "VERIFIED" in ok.stdout and "hwmodel=LOCAL_SWTPM" in ok.stdout
+    from veil.release.executor import code_digest
+
+    assert f"release_executor={code_digest()}" in ok.stdout  # its code is in the event log
 
     target = out / doc["manifest"]["outputs"][0]["file"]
     target.write_bytes(target.read_bytes() + b"\0")

@@ -207,6 +207,9 @@ def verify(
             f"     job={xv.get('job')} phase={xv.get('phase')} backend={xv.get('backend')} "
             f"hwmodel={c.get('hwmodel')} dbgstat={c.get('dbgstat')} "
             f"hardware_backed={xv.get('hardware_backed')}", highlight=False)
+        executor = c.get("submods", {}).get("runtime", {}).get("release_executor")
+        if executor:  # the trusted code that computed every DP and aggregate output
+            _console.print(f"     release_executor={executor}", highlight=False)
     if verdict.ok:
         _console.print("[bold green]VERIFIED[/bold green]")
     else:
