@@ -165,3 +165,33 @@ def test_oversized_frame_refused(ids: dict) -> None:
 def test_peer_disconnect(ids: dict) -> None:
     box = _raw_peer(ids, lambda s: s.close())
     assert isinstance(box["error"], PeerDisconnected)
+
+
+def test_internal_error_sends_abort(ids: dict, tmp_path: Path) -> None:
+    """An unexpected exception on one side: typed InternalError there, PeerAborted at the peer."""
+    from veil.psi.errors import InternalError, PeerAborted
+
+    def broken(size: int) -> bytes:
+        raise OSError("entropy source failed")
+
+    s = PsiParty(PsiConfig("sender", tau=3), _data(["a", "b"]), random_bytes=broken)
+    r = PsiParty(PsiConfig("receiver", tau=3), _data(["a"]))
+    sbox, rbox = _run_pair(ids, s, r, tmp_path)
+    assert isinstance(sbox["error"], InternalError)
+    assert isinstance(rbox["error"], PeerAborted)
+    assert "InternalError" in rbox["error"].reason
+
+
+def test_receiver_not_charged_when_sender_refuses(ids: dict, tmp_path: Path) -> None:
+    """The sender's budget is spent: it aborts before any crypto, the receiver keeps its run."""
+    from veil.psi.errors import PeerAborted
+
+    s_budget = QueryBudget(tmp_path / "s.json")
+    s_budget.charge(ids["b"][1], "d", 1)
+    s = PsiParty(PsiConfig("sender", tau=3, queries=1), _data(["a"]))
+    r = PsiParty(PsiConfig("receiver", tau=3, queries=1), _data(["a"]))
+    sbox, rbox = _run_pair(ids, s, r, tmp_path)
+    assert isinstance(sbox["error"], BudgetExceeded)
+    assert isinstance(rbox["error"], PeerAborted)
+    assert "BudgetExceeded" in rbox["error"].reason
+    assert QueryBudget(tmp_path / "r.json").spent(ids["a"][1], "d") == 0

@@ -281,3 +281,37 @@ def test_invalid_peer_budget_is_a_parameter_mismatch() -> None:
     bad = type(hello_r)(**{**hello_r.__dict__, "tau_floor": 0, "delta": 2.0})
     with pytest.raises(ParameterMismatch, match="budget"):
         s.receive(bad)
+
+
+@pytest.mark.parametrize("side", ["sender", "receiver"])
+def test_dp_with_features_on_one_side_only(side: str) -> None:
+    """Ids on one side, values on the other: the featureless party still pads (audit item 1)."""
+    tau = 6
+    s_data = PartyData(SENDER_IDS, SENDER_F if side == "sender" else np.zeros((6, 0)))
+    r_data = PartyData(RECEIVER_IDS, RECEIVER_F if side == "receiver" else np.zeros((4, 0)))
+    zc = dict(zero_column=0)
+    rs, rr = _pair(PsiConfig("sender", tau=tau, **(zc if side == "sender" else {})),
+                   PsiConfig("receiver", tau=tau, **(zc if side == "receiver" else {})),
+                   s_data, r_data)
+    assert rs.round_sizes == rr.round_sizes
+    total = (rs.shares.astype(object) + rr.shares.astype(object)) % M64
+    f = 1 if side == "sender" else 2
+    assert total.shape == (rs.intersection_size, f)
+    # the zero column is 0 on dummy rows: its sum is over the 4 real matches (c, e, g; h/b)
+    assert sum(total[:, 0]) == 10
+
+
+def test_unexpected_exception_is_a_typed_local_error() -> None:
+    """A non-PsiError inside the protocol becomes InternalError, and the session stops."""
+    from veil.psi.errors import InternalError
+
+    def broken(size: int) -> bytes:  # a failing randomness source
+        raise OSError("entropy source failed")
+
+    s = PsiParty(PsiConfig("sender", tau=3), PartyData(SENDER_IDS), random_bytes=broken)
+    with pytest.raises(InternalError, match=r"unexpected .* in phase 'hello'") as info:
+        r = PsiParty(PsiConfig("receiver", tau=3), PartyData(RECEIVER_IDS))
+        run_local(s, r)
+    assert info.value.__cause__ is not None
+    with pytest.raises(ProtocolError, match="not running"):
+        s.receive(Abort("x"))

@@ -28,7 +28,15 @@ from typing import Literal, TypeVar
 import numpy as np
 
 from veil.psi import _payload
-from veil.psi.errors import GroupError, InputError, ParameterMismatch, ProtocolError, PsiError
+from veil.psi.errors import (
+    GroupError,
+    InputError,
+    InternalError,
+    ParameterMismatch,
+    PeerAborted,
+    ProtocolError,
+    PsiError,
+)
 from veil.psi.groups import Group, RandomBytes, Scalar, get_group
 from veil.psi.messages import (
     PROTOCOL_VERSION,
@@ -163,7 +171,10 @@ class PsiParty:
         if self._gen is not None:
             raise ProtocolError("session already started")
         self._gen = self._protocol()
-        return next(self._gen)
+        out = self._step(None)
+        if out is None:
+            raise InternalError("the protocol ended before its first message")
+        return out
 
     def receive(self, message: Message) -> Message | None:
         """Feed the peer's message for this step; returns the next outgoing one, None when done."""
@@ -171,12 +182,28 @@ class PsiParty:
             raise ProtocolError("session is not running")
         if isinstance(message, Abort):
             self._gen = None
-            raise ProtocolError(f"peer aborted: {message.reason}")
+            raise PeerAborted(message.reason)
+        return self._step(message)
+
+    def _step(self, message: Message | None) -> Message | None:
+        """Advance the protocol; any exception that is not a PsiError becomes InternalError.
+
+        A stray IndexError or MemoryError deep in numpy must still end the run the typed way
+        (the runtime sends an Abort for it), never as a traceback with the peer left waiting.
+        """
+        assert self._gen is not None
         try:
-            return self._gen.send(message)
+            return next(self._gen) if message is None else self._gen.send(message)
         except StopIteration as stop:
             self._result = stop.value
             return None
+        except PsiError:
+            self._gen = None
+            raise
+        except Exception as exc:
+            self._gen = None
+            raise InternalError(
+                f"unexpected {type(exc).__name__} in phase {self.phase!r}: {exc}") from exc
 
     @property
     def result(self) -> PsiResult:
@@ -523,11 +550,16 @@ class PsiParty:
                     else:
                         col.extend(unique + rnd(16) for _ in range(tau))
                 items[c].extend(col)
+        # Pad the features whenever there are dummies, even with no feature columns (f = 0):
+        # the payload phase indexes them by the padded row order, and a party with no
+        # features still takes part when only its peer has some.
         features = self._features
         f = features.shape[1]
-        if tau and f:
-            dummy = np.frombuffer(rnd(8 * k * tau * f), dtype=np.uint64).reshape(k * tau, f).copy()
-            if self.config.zero_column is not None:
-                dummy[:, self.config.zero_column] = 0
+        if tau:
+            dummy = np.zeros((k * tau, f), dtype=np.uint64)
+            if f:
+                dummy[:] = np.frombuffer(rnd(8 * k * tau * f), dtype=np.uint64).reshape(k * tau, f)
+                if self.config.zero_column is not None:
+                    dummy[:, self.config.zero_column] = 0
             features = np.vstack([features, dummy])
         return items, features
