@@ -60,7 +60,7 @@ def run(
     group: str = typer.Option("ristretto255", "--group", help="ristretto255 or p256"),
     paillier_bits: int = typer.Option(2048, "--paillier-bits"),
     packing: str = typer.Option("masker", "--packing",
-                                help="who packs masked payload rows: masker, owner (faster), none"),
+                                help="who packs masked rows: masker (fastest), owner, none"),
     output: Path = typer.Option(..., "--output", help="CSV of this party's shares"),
     cert: Path | None = typer.Option(None, "--cert", help="own certificate (default: keygen's)"),
     key: Path | None = typer.Option(None, "--key", help="own key (default: keygen's)"),
