@@ -68,6 +68,8 @@ def run(
     peer_fingerprint: str | None = typer.Option(None, "--peer-fingerprint"),
     dataset: str | None = typer.Option(None, "--dataset", help="budget key (default: input path)"),
     timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for the peer"),
+    max_peer_rows: int = typer.Option(10_000_000, "--max-peer-rows",
+                                      help="refuse a peer announcing more rows"),
 ) -> None:
     """Run one DPCA-PSI session with a peer; write shares only if the whole run succeeds."""
     from rich.console import Console
@@ -99,7 +101,8 @@ def run(
         config = PsiConfig(
             role=role,  # type: ignore[arg-type]
             group=group, input_dp=not no_dp, epsilon=epsilon, queries=queries, delta=delta,
-            min_tau=min_tau or 0, zero_column=zc, paillier_bits=paillier_bits, packing=packing)
+            min_tau=min_tau or 0, zero_column=zc, paillier_bits=paillier_bits, packing=packing,
+            max_peer_rows=max_peer_rows)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             tasks: dict[str, TaskID] = {}

@@ -34,6 +34,7 @@ from veil.psi.errors import (
     InternalError,
     ParameterMismatch,
     PeerAborted,
+    PeerLimitExceeded,
     ProtocolError,
     PsiError,
 )
@@ -85,6 +86,7 @@ class PsiConfig:
     packing: str = "masker"  # agree: who packs the masked payload rows (_payload.PACKING)
     statistical_security: int = 40  # agree
     paillier_bits: int = 2048
+    max_peer_rows: int = 10_000_000  # policy: refuse a peer announcing more rows than this
 
 
 @dataclass
@@ -238,6 +240,8 @@ class PsiParty:
             raise InputError(f"paillier_bits must be one of {_payload.ALLOWED_BITS}")
         if c.packing not in _payload.PACKING:
             raise InputError(f"packing must be one of {_payload.PACKING}")
+        if not 1 <= c.max_peer_rows <= MAX_ROWS:
+            raise InputError(f"max_peer_rows must be in [1, {MAX_ROWS}]")
         if c.reveal_intersection and c.input_dp:
             raise InputError("reveal_intersection is only for plain PSI (input_dp=False)")
 
@@ -488,6 +492,11 @@ class PsiParty:
         for name in ("group", "ids", "input_dp", "reveal_intersection", "packing",
                      "statistical_security"):
             same(name)
+        if peer.rows > self.config.max_peer_rows:
+            # the peer's row count sets the frame limits of every later step
+            raise PeerLimitExceeded(
+                f"peer announced {peer.rows} rows; this party allows at most "
+                f"{self.config.max_peer_rows} (PsiConfig.max_peer_rows, CLI --max-peer-rows)")
         if peer.rows > MAX_ROWS or len(peer.feature_names) > MAX_FEATURES:
             raise ProtocolError("peer sizes out of range")
         if peer.tau_floor > MAX_TAU or peer.min_tau > MAX_TAU:
