@@ -91,3 +91,31 @@ def test_budget(tmp_path: Path) -> None:
     b.path.write_text("{not json")
     with pytest.raises(PsiError, match="unreadable"):
         b.charge("peer", "ds", 5)
+
+
+def test_null_like_ids_are_ids(tmp_path: Path) -> None:
+    """Audit item 4: "NA", "null", "N/A", "NaN", "#N/A" are real identifiers, not missing."""
+    words = ["NA", "null", "N/A", "NaN", "#N/A", "None", "nan"]
+    (tmp_path / "t.csv").write_text("code,v\n" + "".join(f"{w},{i}\n" for i, w in enumerate(words)))
+    data = read_party_data(tmp_path / "t.csv", ["code"], ["v"])
+    assert list(data.ids[0]) == [w.encode() for w in words]
+    assert data.features[:, 0].tolist() == list(range(len(words)))
+
+
+def test_rows_without_any_id_refused_with_count(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("email,phone\na@x,\n,\n , \nb@x,1\n")
+    with pytest.raises(InputError, match=r"2 of 4 rows of t.csv have no ID .*lines 3, 4"):
+        read_party_data(tmp_path / "t.csv", ["email", "phone"], [])
+
+
+def test_full_uint64_range_and_clear_range_errors(tmp_path: Path) -> None:
+    (tmp_path / "ok.csv").write_text(f"id,v\na,{2**63}\nb,{2**64 - 1}\nc,0\n")
+    data = read_party_data(tmp_path / "ok.csv", ["id"], ["v"])
+    assert data.features[:, 0].tolist() == [2**63, 2**64 - 1, 0]
+    (tmp_path / "big.csv").write_text(f"id,v\na,1\nb,{2**64}\n")
+    with pytest.raises(InputError, match=r"row 2: 18446744073709551616 is 2\^64 or more; "
+                                         r"features must be integers in \[0, 2\^64 - 1\]"):
+        read_party_data(tmp_path / "big.csv", ["id"], ["v"])
+    (tmp_path / "na.csv").write_text("id,v\na,NA\n")
+    with pytest.raises(InputError, match="'NA' is not an integer"):
+        read_party_data(tmp_path / "na.csv", ["id"], ["v"])

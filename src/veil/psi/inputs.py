@@ -1,9 +1,11 @@
 """Reading a party's table and identifier hygiene (spec §11.2 preconditions).
 
 Emails are trimmed and lower-cased, phone numbers reduced to digits (a leading + or 00 kept as
-+), other IDs trimmed. Empty IDs become b"" (the session replaces them with random
-placeholders that match nothing). Duplicate IDs within a column are refused: they would let one
-record mark several of the other's rows and break the protocol.
++), other IDs trimmed. CSV cells are text: no value ("NA", "null", …) is read as missing.
+An empty ID in one column becomes b"" (the session replaces it with a random placeholder that
+matches nothing); a row with no ID in any column is refused. Duplicate IDs within a column
+are refused: they would let one record mark several of the other's rows and break the
+protocol.
 """
 
 from __future__ import annotations
@@ -64,8 +66,18 @@ def normalise_ids(column: str, values: Sequence[object]) -> list[bytes]:
     return out
 
 
+_MAX_FEATURE = (1 << 64) - 1
+_RANGE = "features must be integers in [0, 2^64 - 1]"
+
+
 def read_party_data(path: Path, ids: Sequence[str], features: Sequence[str]) -> PartyData:
-    """Read only the needed columns of a CSV or Parquet file into PartyData."""
+    """Read only the needed columns of a CSV or Parquet file into PartyData.
+
+    CSV cells are read as text with no null markers: pyarrow's defaults read "NA", "null",
+    "N/A", "NaN", "#N/A" … as missing, and such IDs would silently never match. Features are
+    parsed from that text, so the whole uint64 range is exact (inference would turn values
+    >= 2^63 into floats). Rows with no ID in any column are refused: they can match nothing.
+    """
     import pyarrow as pa
 
     if not ids:
@@ -85,8 +97,10 @@ def read_party_data(path: Path, ids: Sequence[str], features: Sequence[str]) -> 
                 path,
                 convert_options=csv.ConvertOptions(
                     include_columns=wanted,
-                    column_types={c: pa.string() for c in ids},
-                    strings_can_be_null=True,
+                    column_types={c: pa.string() for c in wanted},
+                    strings_can_be_null=False,
+                    null_values=[],
+                    quoted_strings_can_be_null=False,
                 ),
             )
     except FileNotFoundError:
@@ -98,21 +112,61 @@ def read_party_data(path: Path, ids: Sequence[str], features: Sequence[str]) -> 
     if missing:
         raise InputError(f"columns not found in {path.name}: {', '.join(missing)}")
     id_cols = [normalise_ids(c, table.column(c).to_pylist()) for c in ids]
+    empty = [i for i, row in enumerate(zip(*id_cols, strict=True)) if not any(row)]
+    if empty:
+        where = ", ".join(str(i + 2) for i in empty[:5]) + (" …" if len(empty) > 5 else "")
+        raise InputError(
+            f"{len(empty)} of {table.num_rows} rows of {path.name} have no ID in any of "
+            f"{', '.join(ids)} (file lines {where}); such rows can never match — remove them")
     feats = np.zeros((table.num_rows, len(features)), dtype=np.uint64)
     for j, c in enumerate(features):
-        col = table.column(c)
-        if col.null_count:
-            raise InputError(f"feature column {c!r} has missing values")
-        if pa.types.is_boolean(col.type):
-            feats[:, j] = np.asarray(col.to_pylist(), dtype=np.uint64)
-            continue
-        if not pa.types.is_integer(col.type):
-            raise InputError(f"feature column {c!r} must hold non-negative integers (uint64)")
-        arr = col.to_numpy()
-        if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-            raise InputError(f"feature column {c!r} has negative values")
-        feats[:, j] = arr.astype(np.uint64)
+        feats[:, j] = _feature_column(c, table.column(c))
     return PartyData(id_cols, feats, tuple(features))
+
+
+def _feature_column(name: str, col: object) -> np.ndarray:
+    """One feature column as uint64; the error says what is wrong and the supported range."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    assert isinstance(col, pa.ChunkedArray)
+    if col.null_count:
+        raise InputError(f"feature column {name!r} has missing values")
+    if pa.types.is_boolean(col.type):
+        return np.asarray(col.to_pylist(), dtype=np.uint64)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        text = pc.utf8_trim_whitespace(col)
+        lowered = set(pc.unique(pc.utf8_lower(text)).to_pylist())
+        if lowered and lowered <= {"true", "false"}:
+            return np.asarray(pc.equal(pc.utf8_lower(text), "true").to_pylist(), dtype=np.uint64)
+        try:
+            return np.asarray(pc.cast(text, pa.uint64()).to_numpy(), dtype=np.uint64)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            for row, value in enumerate(text.to_pylist()):
+                _check_feature(name, row, value)
+            raise InputError(f"feature column {name!r}: {_RANGE}") from None
+    if pa.types.is_unsigned_integer(col.type):
+        return np.asarray(col.to_numpy(), dtype=np.uint64)
+    if pa.types.is_integer(col.type):
+        arr = col.to_numpy()
+        if arr.size and arr.min() < 0:
+            raise InputError(f"feature column {name!r} has negative values; {_RANGE}")
+        return arr.astype(np.uint64)
+    raise InputError(f"feature column {name!r} holds {col.type}, not integers; {_RANGE}")
+
+
+def _check_feature(name: str, row: int, value: str) -> None:
+    where = f"feature column {name!r}, row {row + 1}"
+    if value == "":
+        raise InputError(f"{where}: missing value ({_RANGE})")
+    try:
+        number = int(value)
+    except ValueError:
+        raise InputError(f"{where}: {value[:40]!r} is not an integer; {_RANGE}") from None
+    if number < 0:
+        raise InputError(f"{where}: negative value {number}; {_RANGE}")
+    if number > _MAX_FEATURE:
+        raise InputError(f"{where}: {number} is 2^64 or more; {_RANGE}")
 
 
 def write_shares(path: Path, names: Sequence[str], shares: np.ndarray) -> None:
