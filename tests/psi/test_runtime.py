@@ -283,3 +283,13 @@ def test_frame_above_channel_cap_aborts(ids: dict) -> None:
     assert isinstance(box["error"], FrameTooLarge)
     assert "Channel.max_frame" in str(box["error"])
     assert isinstance(seen["reply"], Abort) and "FrameTooLarge" in seen["reply"].reason
+
+
+def test_missing_certificate_files_are_named(ids: dict, tmp_path: Path) -> None:
+    from veil.psi.errors import InputError
+
+    a, b = ids["a"][0], ids["b"][0]
+    with pytest.raises(InputError, match=r"peer certificate \(--peer-cert\) .*nope.crt"):
+        Listener("127.0.0.1", 0, a, tmp_path / "nope.crt")
+    with pytest.raises(InputError, match=r"own key \(--key\) .*gone.key does not exist"):
+        connect("127.0.0.1", 1, Identity(a.cert, tmp_path / "gone.key"), b.cert, timeout=1)

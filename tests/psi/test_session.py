@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from veil.psi.errors import InputError, ParameterMismatch, ProtocolError
+from veil.psi.errors import InputError, ParameterMismatch, PeerAborted, ProtocolError
 from veil.psi.local import run_local
 from veil.psi.messages import Abort, Columns, decode
 from veil.psi.session import PartyData, PsiConfig, PsiParty
@@ -228,8 +228,9 @@ def test_out_of_order_and_bad_elements() -> None:
         s2.receive(Columns(b"\xff" * 32))
     s3 = PsiParty(PsiConfig("sender", input_dp=False), PartyData(_ids(["a"])))
     s3.start()
-    with pytest.raises(ProtocolError, match="peer aborted"):
+    with pytest.raises(PeerAborted, match="peer aborted") as aborted:
         s3.receive(Abort("bad input"))
+    assert aborted.value.reason == "bad input" and isinstance(aborted.value, ProtocolError)
 
 
 @pytest.mark.parametrize("frame", [b"", b"\x63", b"\x02\x00", b"\x02" + bytes(8) + b"x",

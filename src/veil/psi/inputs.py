@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -169,24 +170,60 @@ def _check_feature(name: str, row: int, value: str) -> None:
         raise InputError(f"{where}: {number} is 2^64 or more; {_RANGE}")
 
 
-def write_shares(path: Path, names: Sequence[str], shares: np.ndarray) -> None:
-    """Write one party's shares as CSV (header = share names), atomically."""
+_META = "# veil-psi shares v1"
+
+
+def write_shares(path: Path, names: Sequence[str], shares: np.ndarray, *, tau: int = 0,
+                 zero_columns: Sequence[str] = ()) -> None:
+    """Write one party's shares as CSV (header = share names), atomically.
+
+    A first comment line records tau and this party's zero column, so that `reveal` knows
+    whether rows include dummy matches (whose features are random) and how to leave them out.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     with os.fdopen(fd, "w") as fh:
+        fh.write(f"{_META}; tau={tau}; zero_column={'|'.join(zero_columns)}\n")
         fh.write(",".join(names) + "\n")
         for row in shares.tolist():
             fh.write(",".join(str(v) for v in row) + "\n")
     os.replace(tmp, path)
 
 
-def reveal(a: Path, b: Path) -> tuple[int, dict[str, int]]:
-    """Reconstruct two parties' share files: (intersection size, sum per feature)."""
-    def load(p: Path) -> tuple[list[str], list[list[int]]]:
+@dataclass(frozen=True)
+class Revealed:
+    """Two share files put together.
+
+    `rows` counts every matched row (real and dummy). With dummies (tau > 0), sums are taken
+    only over rows where every declared zero column is non-zero (`real_rows` of them), since
+    dummy rows carry random uint64 features; with dummies and no zero column they are refused
+    (`refused` says why, `sums` is empty).
+    """
+
+    rows: int
+    tau: int
+    zero_columns: tuple[str, ...]
+    real_rows: int
+    sums: dict[str, int]
+    refused: str | None = None
+
+
+def reveal(a: Path, b: Path) -> Revealed:
+    """Reconstruct two parties' share files: sizes and the sum of each feature."""
+    def load(p: Path) -> tuple[int | None, list[str], list[str], list[list[int]]]:
         try:
             lines = p.read_text().splitlines()
         except OSError as exc:
             raise InputError(f"cannot read {p}: {exc.strerror}") from None
+        tau: int | None = None
+        zeros: list[str] = []
+        if lines and lines[0].startswith("#"):
+            meta = dict(part.strip().partition("=")[::2] for part in lines.pop(0).split(";")[1:])
+            try:
+                tau = int(meta.get("tau", ""))
+            except ValueError:
+                raise InputError(f"{p.name} has a malformed header line") from None
+            zeros = [z for z in meta.get("zero_column", "").split("|") if z]
         if not lines:
             raise InputError(f"{p.name} is empty")
         header = lines[0].split(",") if lines[0] else []
@@ -196,14 +233,28 @@ def reveal(a: Path, b: Path) -> tuple[int, dict[str, int]]:
             raise InputError(f"{p.name} is not a share file") from None
         if any(len(r) != len(header) or any(not 0 <= x < 2**64 for x in r) for r in rows):
             raise InputError(f"{p.name} is not a share file")
-        return header, rows
+        if any(z not in header for z in zeros):
+            raise InputError(f"{p.name} declares a zero column it does not have")
+        return tau, zeros, header, rows
 
-    ha, ra = load(a)
-    hb, rb = load(b)
-    if ha != hb or len(ra) != len(rb):
+    ta, za, ha, ra = load(a)
+    tb, zb, hb, rb = load(b)
+    if ha != hb or len(ra) != len(rb) or (ta is not None and tb is not None and ta != tb):
         raise InputError("the two share files do not belong to the same run")
-    sums = {name: 0 for name in ha}
-    for x, y in zip(ra, rb, strict=True):
-        for name, u, v in zip(ha, x, y, strict=True):
-            sums[name] += (u + v) % 2**64
-    return len(ra), sums
+    tau = ta if ta is not None else tb
+    zeros = tuple(dict.fromkeys(za + zb))
+    values = [[(u + v) % 2**64 for u, v in zip(x, y, strict=True)] for x, y in zip(ra, rb,
+                                                                                    strict=True)]
+    dummies = tau is None or tau > 0  # files that do not record tau: cannot rule them out
+    if dummies and ha and not zeros:
+        why = (f"the run added dummy rows (tau={tau})" if tau is not None
+               else "these share files do not record tau, so dummy rows cannot be ruled out")
+        refused = (
+            f"sums refused: {why}; dummy matches among the {len(values)} rows carry random "
+            "uint64 features, so any sum would be garbage. Re-run with --zero-column naming a "
+            "0/1 'is real' feature (1 on real rows): dummy rows carry 0 there and are left out.")
+        return Revealed(len(values), tau or 0, zeros, 0, {}, refused)
+    index = [ha.index(z) for z in zeros]
+    kept = [row for row in values if all(row[i] for i in index)] if dummies else values
+    sums = {name: sum(row[j] for row in kept) for j, name in enumerate(ha)}
+    return Revealed(len(values), tau or 0, zeros, len(kept), sums)

@@ -21,7 +21,13 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from veil.psi.errors import AuthenticationError, FrameTooLarge, PeerDisconnected, TransportError
+from veil.psi.errors import (
+    AuthenticationError,
+    FrameTooLarge,
+    InputError,
+    PeerDisconnected,
+    TransportError,
+)
 from veil.psi.messages import Buffer
 
 _HELLO = b"VEILPSI1"
@@ -88,11 +94,20 @@ def _context(server: bool, me: Identity, peer_cert: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
+    files = (("own certificate (--cert)", Path(me.cert)), ("own key (--key)", Path(me.key)),
+             ("peer certificate (--peer-cert)", Path(peer_cert)))
+    for what, path in files:
+        if not path.is_file():
+            raise InputError(f"{what} {path} does not exist (create one with `veil psi keygen`)")
     try:
         ctx.load_cert_chain(me.cert, me.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise AuthenticationError(
+            f"cannot load own certificate {me.cert} with key {me.key}: {exc}") from None
+    try:
         ctx.load_verify_locations(cafile=str(peer_cert))
     except (OSError, ssl.SSLError) as exc:
-        raise AuthenticationError(f"cannot load TLS identity or peer certificate: {exc}") from None
+        raise AuthenticationError(f"cannot load peer certificate {peer_cert}: {exc}") from None
     return ctx
 
 
