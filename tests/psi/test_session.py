@@ -316,3 +316,21 @@ def test_unexpected_exception_is_a_typed_local_error() -> None:
     assert info.value.__cause__ is not None
     with pytest.raises(ProtocolError, match="not running"):
         s.receive(Abort("x"))
+
+
+def test_owner_key_with_degenerate_djn_base_is_refused() -> None:
+    """h_s = n^2 - 1 would make h_s^alpha = +-1; such a key is refused before any payload."""
+    import dataclasses
+
+    from veil.psi.paillier import PaillierPublicKey
+
+    s = PsiParty(PsiConfig("sender", input_dp=False), PartyData(_ids(["a"])))
+    one = np.ones((1, 1), dtype=np.uint64)
+    r = PsiParty(PsiConfig("receiver", input_dp=False), PartyData(_ids(["a"]), one))
+    s.start()
+    hello = r.start()
+    pk = PaillierPublicKey.from_bytes(bytes(hello.public_key))
+    blob = bytearray(pk.to_bytes())
+    blob[-pk.ciphertext_bytes:] = int(pk.n2 - 1).to_bytes(pk.ciphertext_bytes, "big")
+    with pytest.raises(ProtocolError, match=r"invalid Paillier public key.*order at most 2"):
+        s.receive(dataclasses.replace(hello, public_key=bytes(blob)))

@@ -176,8 +176,13 @@ class Channel:
         if expected_fingerprint and self.peer_fingerprint != _normalise_fp(expected_fingerprint):
             self.close()
             raise AuthenticationError("peer certificate does not match the pinned fingerprint")
-        self.send([_HELLO])
-        if bytes(self.recv(len(_HELLO))) != _HELLO:
+        try:
+            self.send([_HELLO])
+            hello = bytes(self.recv(len(_HELLO)))
+        except TransportError:
+            self.close()
+            raise
+        if hello != _HELLO:
             self.close()
             raise TransportError("peer is not speaking the Veil PSI protocol")
 
