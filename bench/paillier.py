@@ -23,6 +23,7 @@ from veil.psi.paillier import (
     encrypt_payload,
     generate_keypair,
     mask_and_pack,
+    mask_rows,
     unpack_and_decrypt,
 )
 
@@ -100,6 +101,13 @@ def _bench(bits: int, count: int, keygens: int, workers: int) -> list[tuple[str,
         )
         rate = _rate(lambda w=w: unpack_and_decrypt(sk, packed, count, workers=w), count)
         rows.append((f"packed decrypt rows/s (workers={w})", f"{rate:,.0f}"))
+    for w in (1, workers):  # packing="owner" / "none": one re-randomisation per row
+        rows.append(
+            (
+                f"mask_rows rows/s (workers={w})",
+                f"{_rate(lambda w=w: mask_rows(pk, enc, workers=w), count):,.0f}",
+            )
+        )
     return rows
 
 

@@ -83,13 +83,30 @@ def test_two_terminals_and_reveal(setup: dict) -> None:
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines())
     # ann (email), carl~zed (phone, round 2), dora (phone, round 2) are real matches.
-    assert lines["sum receiver:spend"] != ""
-    size = int(lines["intersection size"])
-    assert size >= 3
-    # The zero column counts real matched rows exactly; spend summed over them.
+    assert int(lines["intersection size"].split()[0]) >= 3
+    assert "noisy" in lines["intersection size"]
+    # Dummy rows carry 0 in the zero column and are left out of every sum.
+    assert lines["real rows (receiver:is_real != 0)"] == "3"
     assert lines["sum receiver:is_real"] == "3"
-    # Dummy rows carry random spend unless masked by is_real; the real part is 165.
-    assert int(lines["sum sender:impressions"]) >= 0
+    assert lines["sum receiver:spend"] == "165"
+    assert lines["sum sender:impressions"] == str(3 + 2 + 5)  # ann, carl, dora
+
+
+def test_features_on_one_side_and_explained_output(setup: dict) -> None:
+    """Audit items 1 and 6: ids only at the sender, values at the receiver, under DP; the
+    output explains the sizes; without a zero column the sums are refused."""
+    rc, s_out, s_err, receiver = _run_pair(
+        setup, ["--features", ""], ["--features", "spend", "--zero-column", ""])
+    assert rc == 0, s_err
+    assert receiver.returncode == 0, receiver.stderr
+    for out in (s_out, receiver.stdout):
+        assert "intersection size (estimate):" in out and "95% interval" in out
+        assert "round 2:" in out and "dummy matches (tau/2)" in out
+    tmp: Path = setup["tmp"]  # type: ignore[assignment]
+    out = _veil(["psi", "reveal", str(tmp / "a.csv"), str(tmp / "b.csv")], setup["env"])  # type: ignore[arg-type]
+    assert out.returncode == 1
+    assert "sums refused" in out.stderr and "--zero-column" in out.stderr
+    assert "sum receiver:spend" not in out.stdout
 
 
 def test_duplicate_ids_refused_and_no_output(setup: dict) -> None:

@@ -600,3 +600,58 @@ def test_same_input_masked_twice_differs(keys: Keys) -> None:
     enc = encrypt_payload(pk, [1, 2, 3])
     first, second = _ct(mask_and_pack(pk, enc)[0]), _ct(mask_and_pack(pk, enc)[0])
     assert first[0] != second[0] and first[0] % n != second[0] % n
+
+
+def _owner_with_small_order_base() -> tuple[Keys, int]:
+    """A malicious owner's key: honest n, but h_s of small odd order l (l | p - 1) mod p^2
+    and 1 mod q^2. It passes key validation (only the factorisation shows its order)."""
+    while True:
+        pk, sk = generate_keypair(2048)
+        p, q = int(sk.p), int(sk.q)
+        small = [ell for ell in (3, 5, 7, 11, 13) if (p - 1) % ell == 0]
+        if small:
+            break
+    ell, p2, q2 = small[0], p * p, q * q
+    while True:
+        a = pow(secrets.randbelow(p2 - 2) + 2, p * (p - 1) // ell, p2)
+        if a != 1:
+            break
+    hs = a + p2 * ((1 - a) * pow(p2, -1, q2) % q2)  # CRT: a mod p^2, 1 mod q^2
+    bad = PaillierPublicKey(pk.n, hs)
+    return (bad, PaillierPrivateKey(bad, sk.p, sk.q)), ell
+
+
+def test_degenerate_djn_base_refused(keys: Keys) -> None:
+    pk, _ = keys
+    for hs in (pk.n2 - 1, 1 + 0 * pk.n):
+        with pytest.raises(MalformedPaillierData):
+            PaillierPublicKey(pk.n, hs)
+    blob = bytearray(pk.to_bytes())
+    blob[-pk.ciphertext_bytes:] = int(pk.n2 - 1).to_bytes(pk.ciphertext_bytes, "big")
+    with pytest.raises(MalformedPaillierData, match="order at most 2"):
+        PaillierPublicKey.from_bytes(bytes(blob))
+
+
+def test_malicious_owner_base_cannot_link_masked_rows() -> None:
+    """Audit item 2: with re-randomisation by h_s^alpha, c'/(c (1+n)^(m'-m)) = h_s^alpha lies in
+    <h_s> (order l) and the owner links every returned row; with the masker's r^n it does not."""
+    (pk, sk), ell = _owner_with_small_order_base()
+    n, n2 = int(pk.n), int(pk.n2)
+    values = [secrets.randbits(64) for _ in range(12)]
+    enc = encrypt_payload(sk, values)
+    masked, masker_shares = mask_rows(pk, enc)
+    before, after = _ct(enc), _ct(masked)
+    plain_before, plain_after = sk.decrypt_vector(enc), sk.decrypt_vector(masked)
+    for c, c2, m, m2 in zip(before, after, plain_before, plain_after, strict=True):
+        y = c2 * pow(c, -1, n2) * pow(1 + n * ((m2 - m) % n), -1, n2) % n2
+        assert pow(y, ell, n2) != 1  # not in <h_s>: the link test fails on every row
+    owner = pack_and_decrypt(sk, masked)
+    assert ((owner.astype(object) + masker_shares.astype(object)) % 2**64).tolist() == values
+    # The same link test does succeed on ciphertexts re-randomised with h_s only:
+    djn_only = [c * pk._randomiser() % n2 for c in before]
+    for c, c2 in zip(before, djn_only, strict=True):
+        assert pow(c2 * pow(c, -1, n2) % n2, ell, n2) == 1
+    packed, shares = mask_and_pack(pk, enc)
+    total = (unpack_and_decrypt(sk, packed, len(values)).astype(object)
+             + shares.astype(object)) % 2**64
+    assert total.tolist() == values

@@ -22,6 +22,7 @@ from veil.psi.errors import (
     PsiError,
     TransportError,
 )
+from veil.psi.messages import Abort
 from veil.psi.runtime import run_party
 from veil.psi.session import PartyData, PsiConfig, PsiParty, PsiResult
 from veil.psi.transport import Identity, Listener, connect, generate_identity
@@ -165,3 +166,130 @@ def test_oversized_frame_refused(ids: dict) -> None:
 def test_peer_disconnect(ids: dict) -> None:
     box = _raw_peer(ids, lambda s: s.close())
     assert isinstance(box["error"], PeerDisconnected)
+
+
+def test_internal_error_sends_abort(ids: dict, tmp_path: Path) -> None:
+    """An unexpected exception on one side: typed InternalError there, PeerAborted at the peer."""
+    from veil.psi.errors import InternalError, PeerAborted
+
+    def broken(size: int) -> bytes:
+        raise OSError("entropy source failed")
+
+    s = PsiParty(PsiConfig("sender", tau=3), _data(["a", "b"]), random_bytes=broken)
+    r = PsiParty(PsiConfig("receiver", tau=3), _data(["a"]))
+    sbox, rbox = _run_pair(ids, s, r, tmp_path)
+    assert isinstance(sbox["error"], InternalError)
+    assert isinstance(rbox["error"], PeerAborted)
+    assert "InternalError" in rbox["error"].reason
+
+
+def test_receiver_not_charged_when_sender_refuses(ids: dict, tmp_path: Path) -> None:
+    """The sender's budget is spent: it aborts before any crypto, the receiver keeps its run."""
+    from veil.psi.errors import PeerAborted
+
+    s_budget = QueryBudget(tmp_path / "s.json")
+    s_budget.charge(ids["b"][1], "d", 1)
+    s = PsiParty(PsiConfig("sender", tau=3, queries=1), _data(["a"]))
+    r = PsiParty(PsiConfig("receiver", tau=3, queries=1), _data(["a"]))
+    sbox, rbox = _run_pair(ids, s, r, tmp_path)
+    assert isinstance(sbox["error"], BudgetExceeded)
+    assert isinstance(rbox["error"], PeerAborted)
+    assert "BudgetExceeded" in rbox["error"].reason
+    assert QueryBudget(tmp_path / "r.json").spent(ids["a"][1], "d") == 0
+
+
+def _read_frame(sock: ssl.SSLSocket) -> bytes:
+    def exact(size: int) -> bytes:
+        out = b""
+        while len(out) < size:
+            chunk = sock.recv(size - len(out))
+            assert chunk, "connection closed"
+            out += chunk
+        return out
+
+    (size,) = struct.unpack(">Q", exact(8))
+    return exact(size)
+
+
+def _malicious_hello(rows: int) -> bytes:
+    from veil.psi.messages import PROTOCOL_VERSION, Hello
+
+    return Hello(
+        version=PROTOCOL_VERSION, is_sender=False, group="ristretto255", ids=1, input_dp=False,
+        reveal_intersection=False, epsilon=2.0, queries=10, delta=0.0, tau_floor=0, min_tau=0,
+        rows=rows, feature_names=(), packing="masker", statistical_security=40,
+        paillier_bits=2048, public_key=b"", seed=b"").to_bytes()
+
+
+def test_peer_announcing_too_many_rows_is_refused_with_abort(ids: dict) -> None:
+    """Audit item 3: 2^31 rows used to set a 64 GiB frame limit; now the policy cap refuses it
+    by name and the peer receives an Abort saying so."""
+    from veil.psi.errors import PeerLimitExceeded
+    from veil.psi.messages import decode
+
+    seen: dict[str, Any] = {}
+
+    def behaviour(sock: ssl.SSLSocket) -> None:
+        _read_frame(sock), _read_frame(sock)  # the transport handshake, the sender's Hello
+        hello = _malicious_hello(2**31)
+        sock.sendall(struct.pack(">Q", len(hello)) + hello)
+        seen["reply"] = decode(_read_frame(sock))
+
+    box = _raw_peer(ids, behaviour)
+    assert isinstance(box["error"], PeerLimitExceeded)
+    assert "at most 10000000" in str(box["error"]) and "max_peer_rows" in str(box["error"])
+    assert isinstance(seen["reply"], Abort) and "max_peer_rows" in seen["reply"].reason
+
+
+def test_huge_announced_frame_costs_only_what_arrives(ids: dict) -> None:
+    """A peer announcing a 320 MB frame (within the limits) and sending 64 KiB: the buffer holds
+    what arrived, not what was announced (it used to be bytearray(size) up front)."""
+    import tracemalloc
+
+    rows = 10_000_000
+    announced = 16 + rows * 32
+
+    def behaviour(sock: ssl.SSLSocket) -> None:
+        _read_frame(sock), _read_frame(sock)
+        hello = _malicious_hello(rows)
+        sock.sendall(struct.pack(">Q", len(hello)) + hello)
+        _read_frame(sock)  # the sender's round-1 columns
+        sock.sendall(struct.pack(">Q", announced) + b"\x03" * 65536)
+        sock.close()
+
+    tracemalloc.start()
+    try:
+        box = _raw_peer(ids, behaviour)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(box["error"], PeerDisconnected)
+    assert peak < 32 << 20, f"peak traced memory {peak} bytes"
+
+
+def test_frame_above_channel_cap_aborts(ids: dict) -> None:
+    """Above Channel.max_frame: FrameTooLarge naming the limit, and an Abort to the peer."""
+    from veil.psi.errors import FrameTooLarge
+    from veil.psi.messages import decode
+
+    seen: dict[str, Any] = {}
+
+    def behaviour(sock: ssl.SSLSocket) -> None:
+        _read_frame(sock), _read_frame(sock)
+        sock.sendall(struct.pack(">Q", 1 << 40))
+        seen["reply"] = decode(_read_frame(sock))
+
+    box = _raw_peer(ids, behaviour)
+    assert isinstance(box["error"], FrameTooLarge)
+    assert "Channel.max_frame" in str(box["error"])
+    assert isinstance(seen["reply"], Abort) and "FrameTooLarge" in seen["reply"].reason
+
+
+def test_missing_certificate_files_are_named(ids: dict, tmp_path: Path) -> None:
+    from veil.psi.errors import InputError
+
+    a, b = ids["a"][0], ids["b"][0]
+    with pytest.raises(InputError, match=r"peer certificate \(--peer-cert\) .*nope.crt"):
+        Listener("127.0.0.1", 0, a, tmp_path / "nope.crt")
+    with pytest.raises(InputError, match=r"own key \(--key\) .*gone.key does not exist"):
+        connect("127.0.0.1", 1, Identity(a.cert, tmp_path / "gone.key"), b.cert, timeout=1)

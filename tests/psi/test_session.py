@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from veil.psi.errors import InputError, ParameterMismatch, ProtocolError
+from veil.psi.errors import InputError, ParameterMismatch, PeerAborted, ProtocolError
 from veil.psi.local import run_local
 from veil.psi.messages import Abort, Columns, decode
 from veil.psi.session import PartyData, PsiConfig, PsiParty
@@ -228,8 +228,9 @@ def test_out_of_order_and_bad_elements() -> None:
         s2.receive(Columns(b"\xff" * 32))
     s3 = PsiParty(PsiConfig("sender", input_dp=False), PartyData(_ids(["a"])))
     s3.start()
-    with pytest.raises(ProtocolError, match="peer aborted"):
+    with pytest.raises(PeerAborted, match="peer aborted") as aborted:
         s3.receive(Abort("bad input"))
+    assert aborted.value.reason == "bad input" and isinstance(aborted.value, ProtocolError)
 
 
 @pytest.mark.parametrize("frame", [b"", b"\x63", b"\x02\x00", b"\x02" + bytes(8) + b"x",
@@ -281,3 +282,55 @@ def test_invalid_peer_budget_is_a_parameter_mismatch() -> None:
     bad = type(hello_r)(**{**hello_r.__dict__, "tau_floor": 0, "delta": 2.0})
     with pytest.raises(ParameterMismatch, match="budget"):
         s.receive(bad)
+
+
+@pytest.mark.parametrize("side", ["sender", "receiver"])
+def test_dp_with_features_on_one_side_only(side: str) -> None:
+    """Ids on one side, values on the other: the featureless party still pads (audit item 1)."""
+    tau = 6
+    s_data = PartyData(SENDER_IDS, SENDER_F if side == "sender" else np.zeros((6, 0)))
+    r_data = PartyData(RECEIVER_IDS, RECEIVER_F if side == "receiver" else np.zeros((4, 0)))
+    zc = dict(zero_column=0)
+    rs, rr = _pair(PsiConfig("sender", tau=tau, **(zc if side == "sender" else {})),
+                   PsiConfig("receiver", tau=tau, **(zc if side == "receiver" else {})),
+                   s_data, r_data)
+    assert rs.round_sizes == rr.round_sizes
+    total = (rs.shares.astype(object) + rr.shares.astype(object)) % M64
+    f = 1 if side == "sender" else 2
+    assert total.shape == (rs.intersection_size, f)
+    # the zero column is 0 on dummy rows: its sum is over the 4 real matches (c, e, g; h/b)
+    assert sum(total[:, 0]) == 10
+
+
+def test_unexpected_exception_is_a_typed_local_error() -> None:
+    """A non-PsiError inside the protocol becomes InternalError, and the session stops."""
+    from veil.psi.errors import InternalError
+
+    def broken(size: int) -> bytes:  # a failing randomness source
+        raise OSError("entropy source failed")
+
+    s = PsiParty(PsiConfig("sender", tau=3), PartyData(SENDER_IDS), random_bytes=broken)
+    with pytest.raises(InternalError, match=r"unexpected .* in phase 'hello'") as info:
+        r = PsiParty(PsiConfig("receiver", tau=3), PartyData(RECEIVER_IDS))
+        run_local(s, r)
+    assert info.value.__cause__ is not None
+    with pytest.raises(ProtocolError, match="not running"):
+        s.receive(Abort("x"))
+
+
+def test_owner_key_with_degenerate_djn_base_is_refused() -> None:
+    """h_s = n^2 - 1 would make h_s^alpha = +-1; such a key is refused before any payload."""
+    import dataclasses
+
+    from veil.psi.paillier import PaillierPublicKey
+
+    s = PsiParty(PsiConfig("sender", input_dp=False), PartyData(_ids(["a"])))
+    one = np.ones((1, 1), dtype=np.uint64)
+    r = PsiParty(PsiConfig("receiver", input_dp=False), PartyData(_ids(["a"]), one))
+    s.start()
+    hello = r.start()
+    pk = PaillierPublicKey.from_bytes(bytes(hello.public_key))
+    blob = bytearray(pk.to_bytes())
+    blob[-pk.ciphertext_bytes:] = int(pk.n2 - 1).to_bytes(pk.ciphertext_bytes, "big")
+    with pytest.raises(ProtocolError, match=r"invalid Paillier public key.*order at most 2"):
+        s.receive(dataclasses.replace(hello, public_key=bytes(blob)))

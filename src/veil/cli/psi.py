@@ -60,7 +60,7 @@ def run(
     group: str = typer.Option("ristretto255", "--group", help="ristretto255 or p256"),
     paillier_bits: int = typer.Option(2048, "--paillier-bits"),
     packing: str = typer.Option("masker", "--packing",
-                                help="who packs masked payload rows: masker, owner (faster), none"),
+                                help="who packs masked rows: masker (fastest), owner, none"),
     output: Path = typer.Option(..., "--output", help="CSV of this party's shares"),
     cert: Path | None = typer.Option(None, "--cert", help="own certificate (default: keygen's)"),
     key: Path | None = typer.Option(None, "--key", help="own key (default: keygen's)"),
@@ -68,6 +68,8 @@ def run(
     peer_fingerprint: str | None = typer.Option(None, "--peer-fingerprint"),
     dataset: str | None = typer.Option(None, "--dataset", help="budget key (default: input path)"),
     timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for the peer"),
+    max_peer_rows: int = typer.Option(10_000_000, "--max-peer-rows",
+                                      help="refuse a peer announcing more rows"),
 ) -> None:
     """Run one DPCA-PSI session with a peer; write shares only if the whole run succeeds."""
     from rich.console import Console
@@ -87,7 +89,7 @@ def run(
         raise _fail("give exactly one of --listen or --connect")
     feats = _split(features)
     zc = None
-    if zero_column is not None:
+    if zero_column:
         if zero_column not in feats:
             raise _fail("--zero-column must be one of --features")
         zc = feats.index(zero_column)
@@ -99,7 +101,8 @@ def run(
         config = PsiConfig(
             role=role,  # type: ignore[arg-type]
             group=group, input_dp=not no_dp, epsilon=epsilon, queries=queries, delta=delta,
-            min_tau=min_tau or 0, zero_column=zc, paillier_bits=paillier_bits, packing=packing)
+            min_tau=min_tau or 0, zero_column=zc, paillier_bits=paillier_bits, packing=packing,
+            max_peer_rows=max_peer_rows)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             tasks: dict[str, TaskID] = {}
@@ -125,13 +128,45 @@ def run(
                 channel = tls_connect(host, port, me, peer_cert,
                                       peer_fingerprint=peer_fingerprint, timeout=timeout)
             result = run_party(party, channel, dataset=dataset or str(input_file.resolve()))
-        write_shares(output, result.share_names, result.shares)
+        zero_name = f"{role}:{feats[zc]}" if zc is not None else None
+        write_shares(output, result.share_names, result.shares, tau=result.tau,
+                     zero_columns=(zero_name,) if zero_name else ())
     except PsiError as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"tau: {result.tau}")
-    typer.echo(f"round sizes: {' '.join(map(str, result.round_sizes))}")
-    typer.echo(f"intersection size (noisy): {result.intersection_size}")
-    typer.echo(f"shares written to {output}")
+    for line in _explain(result.round_sizes, result.tau, _split(ids), result.share_names):
+        typer.echo(line)
+    typer.echo(f"shares written to {output} ({result.intersection_size} rows)")
+
+
+def _explain(sizes: tuple[int, ...], tau: int, ids: list[str],
+             share_names: tuple[str, ...]) -> list[str]:
+    """The run's revealed sizes, each with what it is made of (spec §4)."""
+    from veil.psi.estimate import estimate
+
+    k = len(sizes)
+    est = estimate(sizes, tau)
+    lines = [f"round sizes: {' '.join(map(str, sizes))}"]
+    if tau == 0:
+        lines.append(f"tau: 0 (no DP): the sizes are exact; intersection size: {sum(sizes)}")
+        return lines
+    lines.append(f"tau: {tau} (each party added {k} x {tau} = {k * tau} dummy rows)")
+    for c, r in enumerate(est.rounds):
+        what = "matches on" if c == 0 else "new matches (rows unmatched so far) on"
+        lines.append(
+            f"round {c + 1}: {r.noisy} = real {what} {ids[c] if c < len(ids) else c}"
+            f" + about {r.expected_dummies:g} ± {r.sd:.1f} dummy matches (tau/2)")
+    lines.append(
+        f"intersection size (noisy): {est.noisy} = real matches + about "
+        f"{est.expected_dummies:g} dummy matches ({k} x tau/2)")
+    lines.append(
+        f"intersection size (estimate): {est.estimate:g}, 95% interval "
+        f"[{est.low:.0f}, {est.high:.0f}] (noisy size minus {est.expected_dummies:g}; "
+        f"sd {est.sd:.1f})")
+    if share_names:
+        lines.append(
+            "the shares include the dummy matches: sum a feature only over rows whose zero "
+            "column is non-zero (veil psi reveal does this)")
+    return lines
 
 
 @app.command()
@@ -144,9 +179,15 @@ def reveal(
     from veil.psi.inputs import reveal as reveal_shares
 
     try:
-        size, sums = reveal_shares(a, b)
+        revealed = reveal_shares(a, b)
     except PsiError as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"intersection size: {size}")
-    for name, total in sums.items():
+    size_kind = "noisy, includes dummy matches" if revealed.tau else "exact"
+    typer.echo(f"intersection size: {revealed.rows} ({size_kind})")
+    if revealed.refused:
+        raise _fail(revealed.refused)
+    if revealed.zero_columns:
+        where = " and ".join(f"{z} != 0" for z in revealed.zero_columns)
+        typer.echo(f"real rows ({where}): {revealed.real_rows}")
+    for name, total in revealed.sums.items():
         typer.echo(f"sum {name}: {total}")

@@ -10,10 +10,14 @@ from veil.psi.budget import QueryBudget
 from veil.psi.errors import (
     AuthenticationError,
     BudgetExceeded,
+    FrameTooLarge,
     GroupError,
     InputError,
+    InternalError,
     ParameterMismatch,
+    PeerAborted,
     PeerDisconnected,
+    PeerLimitExceeded,
     ProtocolError,
     PsiError,
     TransportError,
@@ -26,8 +30,9 @@ from veil.psi.session import PartyData, PsiConfig, PsiParty, PsiResult
 from veil.psi.transport import Channel, Identity, Listener, connect, generate_identity
 
 __all__ = [
-    "AuthenticationError", "BudgetExceeded", "Channel", "Group", "GroupError", "Identity",
-    "InputError", "Listener", "ParameterMismatch", "PartyData", "PeerDisconnected",
+    "AuthenticationError", "BudgetExceeded", "Channel", "FrameTooLarge", "Group", "GroupError",
+    "Identity", "InputError", "InternalError", "Listener", "ParameterMismatch", "PartyData",
+    "PeerAborted", "PeerDisconnected", "PeerLimitExceeded",
     "ProtocolError", "PsiConfig", "PsiError", "PsiParty", "PsiResult", "QueryBudget", "Scalar",
     "TransportError", "connect", "generate_identity", "get_group", "read_party_data", "reveal",
     "run_local", "run_party", "write_shares",

@@ -1,7 +1,9 @@
 """Per-counterparty, per-dataset query budget (T runs), persisted under $VEIL_HOME/psi/budget.json.
 
-A run is charged before any protocol data is sent, and stays charged even if the run then fails:
-the peer may already have learned something, so failing closed means counting it.
+A run is charged before this party sends any protocol data (the receiver: once the sender's
+first message has arrived and is not an Abort, so a sender's refusal costs the receiver
+nothing), and stays charged even if the run then fails: the peer may already have learned
+something, so failing closed means counting it.
 """
 
 from __future__ import annotations

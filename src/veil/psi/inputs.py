@@ -1,9 +1,11 @@
 """Reading a party's table and identifier hygiene (spec §11.2 preconditions).
 
 Emails are trimmed and lower-cased, phone numbers reduced to digits (a leading + or 00 kept as
-+), other IDs trimmed. Empty IDs become b"" (the session replaces them with random
-placeholders that match nothing). Duplicate IDs within a column are refused: they would let one
-record mark several of the other's rows and break the protocol.
++), other IDs trimmed. CSV cells are text: no value ("NA", "null", …) is read as missing.
+An empty ID in one column becomes b"" (the session replaces it with a random placeholder that
+matches nothing); a row with no ID in any column is refused. Duplicate IDs within a column
+are refused: they would let one record mark several of the other's rows and break the
+protocol.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +67,18 @@ def normalise_ids(column: str, values: Sequence[object]) -> list[bytes]:
     return out
 
 
+_MAX_FEATURE = (1 << 64) - 1
+_RANGE = "features must be integers in [0, 2^64 - 1]"
+
+
 def read_party_data(path: Path, ids: Sequence[str], features: Sequence[str]) -> PartyData:
-    """Read only the needed columns of a CSV or Parquet file into PartyData."""
+    """Read only the needed columns of a CSV or Parquet file into PartyData.
+
+    CSV cells are read as text with no null markers: pyarrow's defaults read "NA", "null",
+    "N/A", "NaN", "#N/A" … as missing, and such IDs would silently never match. Features are
+    parsed from that text, so the whole uint64 range is exact (inference would turn values
+    >= 2^63 into floats). Rows with no ID in any column are refused: they can match nothing.
+    """
     import pyarrow as pa
 
     if not ids:
@@ -85,8 +98,10 @@ def read_party_data(path: Path, ids: Sequence[str], features: Sequence[str]) -> 
                 path,
                 convert_options=csv.ConvertOptions(
                     include_columns=wanted,
-                    column_types={c: pa.string() for c in ids},
-                    strings_can_be_null=True,
+                    column_types={c: pa.string() for c in wanted},
+                    strings_can_be_null=False,
+                    null_values=[],
+                    quoted_strings_can_be_null=False,
                 ),
             )
     except FileNotFoundError:
@@ -98,41 +113,117 @@ def read_party_data(path: Path, ids: Sequence[str], features: Sequence[str]) -> 
     if missing:
         raise InputError(f"columns not found in {path.name}: {', '.join(missing)}")
     id_cols = [normalise_ids(c, table.column(c).to_pylist()) for c in ids]
+    empty = [i for i, row in enumerate(zip(*id_cols, strict=True)) if not any(row)]
+    if empty:
+        where = ", ".join(str(i + 2) for i in empty[:5]) + (" …" if len(empty) > 5 else "")
+        raise InputError(
+            f"{len(empty)} of {table.num_rows} rows of {path.name} have no ID in any of "
+            f"{', '.join(ids)} (file lines {where}); such rows can never match — remove them")
     feats = np.zeros((table.num_rows, len(features)), dtype=np.uint64)
     for j, c in enumerate(features):
-        col = table.column(c)
-        if col.null_count:
-            raise InputError(f"feature column {c!r} has missing values")
-        if pa.types.is_boolean(col.type):
-            feats[:, j] = np.asarray(col.to_pylist(), dtype=np.uint64)
-            continue
-        if not pa.types.is_integer(col.type):
-            raise InputError(f"feature column {c!r} must hold non-negative integers (uint64)")
-        arr = col.to_numpy()
-        if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-            raise InputError(f"feature column {c!r} has negative values")
-        feats[:, j] = arr.astype(np.uint64)
+        feats[:, j] = _feature_column(c, table.column(c))
     return PartyData(id_cols, feats, tuple(features))
 
 
-def write_shares(path: Path, names: Sequence[str], shares: np.ndarray) -> None:
-    """Write one party's shares as CSV (header = share names), atomically."""
+def _feature_column(name: str, col: object) -> np.ndarray:
+    """One feature column as uint64; the error says what is wrong and the supported range."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    assert isinstance(col, pa.ChunkedArray)
+    if col.null_count:
+        raise InputError(f"feature column {name!r} has missing values")
+    if pa.types.is_boolean(col.type):
+        return np.asarray(col.to_pylist(), dtype=np.uint64)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        text = pc.utf8_trim_whitespace(col)
+        lowered = set(pc.unique(pc.utf8_lower(text)).to_pylist())
+        if lowered and lowered <= {"true", "false"}:
+            return np.asarray(pc.equal(pc.utf8_lower(text), "true").to_pylist(), dtype=np.uint64)
+        try:
+            return np.asarray(pc.cast(text, pa.uint64()).to_numpy(), dtype=np.uint64)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            for row, value in enumerate(text.to_pylist()):
+                _check_feature(name, row, value)
+            raise InputError(f"feature column {name!r}: {_RANGE}") from None
+    if pa.types.is_unsigned_integer(col.type):
+        return np.asarray(col.to_numpy(), dtype=np.uint64)
+    if pa.types.is_integer(col.type):
+        arr = col.to_numpy()
+        if arr.size and arr.min() < 0:
+            raise InputError(f"feature column {name!r} has negative values; {_RANGE}")
+        return arr.astype(np.uint64)
+    raise InputError(f"feature column {name!r} holds {col.type}, not integers; {_RANGE}")
+
+
+def _check_feature(name: str, row: int, value: str) -> None:
+    where = f"feature column {name!r}, row {row + 1}"
+    if value == "":
+        raise InputError(f"{where}: missing value ({_RANGE})")
+    try:
+        number = int(value)
+    except ValueError:
+        raise InputError(f"{where}: {value[:40]!r} is not an integer; {_RANGE}") from None
+    if number < 0:
+        raise InputError(f"{where}: negative value {number}; {_RANGE}")
+    if number > _MAX_FEATURE:
+        raise InputError(f"{where}: {number} is 2^64 or more; {_RANGE}")
+
+
+_META = "# veil-psi shares v1"
+
+
+def write_shares(path: Path, names: Sequence[str], shares: np.ndarray, *, tau: int = 0,
+                 zero_columns: Sequence[str] = ()) -> None:
+    """Write one party's shares as CSV (header = share names), atomically.
+
+    A first comment line records tau and this party's zero column, so that `reveal` knows
+    whether rows include dummy matches (whose features are random) and how to leave them out.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     with os.fdopen(fd, "w") as fh:
+        fh.write(f"{_META}; tau={tau}; zero_column={'|'.join(zero_columns)}\n")
         fh.write(",".join(names) + "\n")
         for row in shares.tolist():
             fh.write(",".join(str(v) for v in row) + "\n")
     os.replace(tmp, path)
 
 
-def reveal(a: Path, b: Path) -> tuple[int, dict[str, int]]:
-    """Reconstruct two parties' share files: (intersection size, sum per feature)."""
-    def load(p: Path) -> tuple[list[str], list[list[int]]]:
+@dataclass(frozen=True)
+class Revealed:
+    """Two share files put together.
+
+    `rows` counts every matched row (real and dummy). With dummies (tau > 0), sums are taken
+    only over rows where every declared zero column is non-zero (`real_rows` of them), since
+    dummy rows carry random uint64 features; with dummies and no zero column they are refused
+    (`refused` says why, `sums` is empty).
+    """
+
+    rows: int
+    tau: int
+    zero_columns: tuple[str, ...]
+    real_rows: int
+    sums: dict[str, int]
+    refused: str | None = None
+
+
+def reveal(a: Path, b: Path) -> Revealed:
+    """Reconstruct two parties' share files: sizes and the sum of each feature."""
+    def load(p: Path) -> tuple[int | None, list[str], list[str], list[list[int]]]:
         try:
             lines = p.read_text().splitlines()
         except OSError as exc:
             raise InputError(f"cannot read {p}: {exc.strerror}") from None
+        tau: int | None = None
+        zeros: list[str] = []
+        if lines and lines[0].startswith("#"):
+            meta = dict(part.strip().partition("=")[::2] for part in lines.pop(0).split(";")[1:])
+            try:
+                tau = int(meta.get("tau", ""))
+            except ValueError:
+                raise InputError(f"{p.name} has a malformed header line") from None
+            zeros = [z for z in meta.get("zero_column", "").split("|") if z]
         if not lines:
             raise InputError(f"{p.name} is empty")
         header = lines[0].split(",") if lines[0] else []
@@ -142,14 +233,28 @@ def reveal(a: Path, b: Path) -> tuple[int, dict[str, int]]:
             raise InputError(f"{p.name} is not a share file") from None
         if any(len(r) != len(header) or any(not 0 <= x < 2**64 for x in r) for r in rows):
             raise InputError(f"{p.name} is not a share file")
-        return header, rows
+        if any(z not in header for z in zeros):
+            raise InputError(f"{p.name} declares a zero column it does not have")
+        return tau, zeros, header, rows
 
-    ha, ra = load(a)
-    hb, rb = load(b)
-    if ha != hb or len(ra) != len(rb):
+    ta, za, ha, ra = load(a)
+    tb, zb, hb, rb = load(b)
+    if ha != hb or len(ra) != len(rb) or (ta is not None and tb is not None and ta != tb):
         raise InputError("the two share files do not belong to the same run")
-    sums = {name: 0 for name in ha}
-    for x, y in zip(ra, rb, strict=True):
-        for name, u, v in zip(ha, x, y, strict=True):
-            sums[name] += (u + v) % 2**64
-    return len(ra), sums
+    tau = ta if ta is not None else tb
+    zeros = tuple(dict.fromkeys(za + zb))
+    values = [[(u + v) % 2**64 for u, v in zip(x, y, strict=True)] for x, y in zip(ra, rb,
+                                                                                    strict=True)]
+    dummies = tau is None or tau > 0  # files that do not record tau: cannot rule them out
+    if dummies and ha and not zeros:
+        why = (f"the run added dummy rows (tau={tau})" if tau is not None
+               else "these share files do not record tau, so dummy rows cannot be ruled out")
+        refused = (
+            f"sums refused: {why}; dummy matches among the {len(values)} rows carry random "
+            "uint64 features, so any sum would be garbage. Re-run with --zero-column naming a "
+            "0/1 'is real' feature (1 on real rows): dummy rows carry 0 there and are left out.")
+        return Revealed(len(values), tau or 0, zeros, 0, {}, refused)
+    index = [ha.index(z) for z in zeros]
+    kept = [row for row in values if all(row[i] for i in index)] if dummies else values
+    sums = {name: sum(row[j] for row in kept) for j, name in enumerate(ha)}
+    return Revealed(len(values), tau or 0, zeros, len(kept), sums)

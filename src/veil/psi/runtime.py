@@ -5,7 +5,13 @@ from __future__ import annotations
 import contextlib
 
 from veil.psi.budget import QueryBudget
-from veil.psi.errors import BudgetExceeded, InputError, ProtocolError, PsiError
+from veil.psi.errors import (
+    FrameTooLarge,
+    InternalError,
+    PeerAborted,
+    PsiError,
+    TransportError,
+)
 from veil.psi.messages import Abort, Message, decode
 from veil.psi.session import PsiParty, PsiResult
 from veil.psi.transport import Channel
@@ -20,36 +26,59 @@ def run_party(
 ) -> PsiResult:
     """Charge the query budget, then run the protocol to completion over `channel`.
 
-    The budget is charged (and refused if exhausted) after the peer is authenticated but before
-    any protocol data is sent. On a local error an Abort is sent best-effort so the peer stops
-    with a clear reason; every failure raises, and callers write output only on success.
+    The budget is charged (and refused if exhausted) after the peer is authenticated and before
+    this party sends anything: the sender before its Hello, the receiver once the sender's
+    first message has arrived and is not an Abort. So a receiver whose sender refused to run
+    (its budget spent, bad input) is not charged for a run in which nothing was computed.
+
+    On every error except a peer's Abort or a dead channel, an Abort is sent best-effort so the
+    peer stops with a clear reason; unexpected exceptions become `InternalError`. Every failure
+    raises, and callers write output only on success.
     """
     sender = party.config.role == "sender"
-    try:
-        if party.config.input_dp:
+    charged = False
+
+    def charge() -> None:
+        nonlocal charged
+        if party.config.input_dp and not charged:
             (budget or QueryBudget()).charge(
                 channel.peer_fingerprint, dataset, party.config.queries)
+        charged = True
+
+    try:
+        if sender:
+            charge()
         out: Message | None = party.start()
         while out is not None:
             if sender:
                 channel.send(out.to_parts())
                 out = None  # drop our (possibly large) message before receiving the peer's
-                frame = channel.recv(party.max_incoming)
+                incoming = decode(channel.recv(party.max_incoming))
             else:
-                frame = channel.recv(party.max_incoming)
-                channel.send(out.to_parts())
-            out = party.receive(decode(frame))
+                incoming = decode(channel.recv(party.max_incoming))
+                if not isinstance(incoming, Abort):  # on an Abort, just stop (below)
+                    charge()
+                    channel.send(out.to_parts())
+            out = party.receive(incoming)
         return party.result
-    except (ProtocolError, InputError, BudgetExceeded) as exc:
-        if not str(exc).startswith("peer aborted"):
-            _abort(channel, f"{type(exc).__name__}: {exc}"[:300])
+    except PeerAborted:
         raise
-    except PsiError:
+    except FrameTooLarge as exc:
+        _abort(channel, exc)
         raise
+    except TransportError:
+        raise
+    except PsiError as exc:
+        _abort(channel, exc)
+        raise
+    except Exception as exc:
+        err = InternalError(f"unexpected {type(exc).__name__}: {exc}")
+        _abort(channel, err)
+        raise err from exc
     finally:
         channel.close()
 
 
-def _abort(channel: Channel, reason: str) -> None:
-    with contextlib.suppress(PsiError):
-        channel.send(Abort(reason).to_parts())
+def _abort(channel: Channel, exc: PsiError) -> None:
+    with contextlib.suppress(PsiError, OSError):
+        channel.send(Abort(f"{type(exc).__name__}: {exc}"[:300]).to_parts())

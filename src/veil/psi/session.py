@@ -28,7 +28,16 @@ from typing import Literal, TypeVar
 import numpy as np
 
 from veil.psi import _payload
-from veil.psi.errors import GroupError, InputError, ParameterMismatch, ProtocolError, PsiError
+from veil.psi.errors import (
+    GroupError,
+    InputError,
+    InternalError,
+    ParameterMismatch,
+    PeerAborted,
+    PeerLimitExceeded,
+    ProtocolError,
+    PsiError,
+)
 from veil.psi.groups import Group, RandomBytes, Scalar, get_group
 from veil.psi.messages import (
     PROTOCOL_VERSION,
@@ -77,6 +86,7 @@ class PsiConfig:
     packing: str = "masker"  # agree: who packs the masked payload rows (_payload.PACKING)
     statistical_security: int = 40  # agree
     paillier_bits: int = 2048
+    max_peer_rows: int = 10_000_000  # policy: refuse a peer announcing more rows than this
 
 
 @dataclass
@@ -163,7 +173,10 @@ class PsiParty:
         if self._gen is not None:
             raise ProtocolError("session already started")
         self._gen = self._protocol()
-        return next(self._gen)
+        out = self._step(None)
+        if out is None:
+            raise InternalError("the protocol ended before its first message")
+        return out
 
     def receive(self, message: Message) -> Message | None:
         """Feed the peer's message for this step; returns the next outgoing one, None when done."""
@@ -171,12 +184,28 @@ class PsiParty:
             raise ProtocolError("session is not running")
         if isinstance(message, Abort):
             self._gen = None
-            raise ProtocolError(f"peer aborted: {message.reason}")
+            raise PeerAborted(message.reason)
+        return self._step(message)
+
+    def _step(self, message: Message | None) -> Message | None:
+        """Advance the protocol; any exception that is not a PsiError becomes InternalError.
+
+        A stray IndexError or MemoryError deep in numpy must still end the run the typed way
+        (the runtime sends an Abort for it), never as a traceback with the peer left waiting.
+        """
+        assert self._gen is not None
         try:
-            return self._gen.send(message)
+            return next(self._gen) if message is None else self._gen.send(message)
         except StopIteration as stop:
             self._result = stop.value
             return None
+        except PsiError:
+            self._gen = None
+            raise
+        except Exception as exc:
+            self._gen = None
+            raise InternalError(
+                f"unexpected {type(exc).__name__} in phase {self.phase!r}: {exc}") from exc
 
     @property
     def result(self) -> PsiResult:
@@ -211,6 +240,8 @@ class PsiParty:
             raise InputError(f"paillier_bits must be one of {_payload.ALLOWED_BITS}")
         if c.packing not in _payload.PACKING:
             raise InputError(f"packing must be one of {_payload.PACKING}")
+        if not 1 <= c.max_peer_rows <= MAX_ROWS:
+            raise InputError(f"max_peer_rows must be in [1, {MAX_ROWS}]")
         if c.reveal_intersection and c.input_dp:
             raise InputError("reveal_intersection is only for plain PSI (input_dp=False)")
 
@@ -461,6 +492,11 @@ class PsiParty:
         for name in ("group", "ids", "input_dp", "reveal_intersection", "packing",
                      "statistical_security"):
             same(name)
+        if peer.rows > self.config.max_peer_rows:
+            # the peer's row count sets the frame limits of every later step
+            raise PeerLimitExceeded(
+                f"peer announced {peer.rows} rows; this party allows at most "
+                f"{self.config.max_peer_rows} (PsiConfig.max_peer_rows, CLI --max-peer-rows)")
         if peer.rows > MAX_ROWS or len(peer.feature_names) > MAX_FEATURES:
             raise ProtocolError("peer sizes out of range")
         if peer.tau_floor > MAX_TAU or peer.min_tau > MAX_TAU:
@@ -523,11 +559,16 @@ class PsiParty:
                     else:
                         col.extend(unique + rnd(16) for _ in range(tau))
                 items[c].extend(col)
+        # Pad the features whenever there are dummies, even with no feature columns (f = 0):
+        # the payload phase indexes them by the padded row order, and a party with no
+        # features still takes part when only its peer has some.
         features = self._features
         f = features.shape[1]
-        if tau and f:
-            dummy = np.frombuffer(rnd(8 * k * tau * f), dtype=np.uint64).reshape(k * tau, f).copy()
-            if self.config.zero_column is not None:
-                dummy[:, self.config.zero_column] = 0
+        if tau:
+            dummy = np.zeros((k * tau, f), dtype=np.uint64)
+            if f:
+                dummy[:] = np.frombuffer(rnd(8 * k * tau * f), dtype=np.uint64).reshape(k * tau, f)
+                if self.config.zero_column is not None:
+                    dummy[:, self.config.zero_column] = 0
             features = np.vstack([features, dummy])
         return items, features

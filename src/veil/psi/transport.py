@@ -3,8 +3,10 @@
 Each party has a self-signed certificate (`generate_identity`). A party pins its peer by the
 peer's certificate file (used as the only trust anchor) and, optionally, its SHA-256
 fingerprint. Frames are an 8-byte big-endian length followed by the payload; the receiver
-passes the largest size the protocol allows at that step, so an oversized frame is refused
-before it is buffered.
+passes the largest size the protocol allows at that step, capped by `Channel.max_frame`, so an
+oversized frame is refused before it is buffered. A frame is read in bounded chunks and the
+buffer grows only as bytes actually arrive: a peer announcing a large frame and then stalling
+costs us what it sent, not what it announced.
 """
 
 from __future__ import annotations
@@ -19,11 +21,20 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from veil.psi.errors import AuthenticationError, PeerDisconnected, TransportError
+from veil.psi.errors import (
+    AuthenticationError,
+    FrameTooLarge,
+    InputError,
+    PeerDisconnected,
+    TransportError,
+)
 from veil.psi.messages import Buffer
 
 _HELLO = b"VEILPSI1"
 _HEADER = struct.Struct(">Q")
+_READ_CHUNK = 1 << 20
+DEFAULT_MAX_FRAME = 2 << 30
+"""Largest frame accepted at any step (2 GiB; round 1 of 3 IDs at 10^7 rows is ~1 GB)."""
 
 
 @dataclass(frozen=True)
@@ -83,19 +94,30 @@ def _context(server: bool, me: Identity, peer_cert: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
+    files = (("own certificate (--cert)", Path(me.cert)), ("own key (--key)", Path(me.key)),
+             ("peer certificate (--peer-cert)", Path(peer_cert)))
+    for what, path in files:
+        if not path.is_file():
+            raise InputError(f"{what} {path} does not exist (create one with `veil psi keygen`)")
     try:
         ctx.load_cert_chain(me.cert, me.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise AuthenticationError(
+            f"cannot load own certificate {me.cert} with key {me.key}: {exc}") from None
+    try:
         ctx.load_verify_locations(cafile=str(peer_cert))
     except (OSError, ssl.SSLError) as exc:
-        raise AuthenticationError(f"cannot load TLS identity or peer certificate: {exc}") from None
+        raise AuthenticationError(f"cannot load peer certificate {peer_cert}: {exc}") from None
     return ctx
 
 
 class Channel:
     """A mutually authenticated TLS connection carrying length-prefixed frames."""
 
-    def __init__(self, sock: ssl.SSLSocket, timeout: float) -> None:
+    def __init__(self, sock: ssl.SSLSocket, timeout: float,
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._sock = sock
+        self.max_frame = max_frame
         self._sock.settimeout(timeout)
         der = sock.getpeercert(binary_form=True) or b""
         self.peer_fingerprint = hashlib.sha256(der).hexdigest()
@@ -117,23 +139,25 @@ class Channel:
         self.bytes_sent += size + _HEADER.size
 
     def recv(self, limit: int) -> bytearray:
-        """One frame of at most `limit` bytes."""
+        """One frame of at most min(`limit`, `max_frame`) bytes; FrameTooLarge beyond that."""
         header = self._read_exact(_HEADER.size)
         (size,) = _HEADER.unpack(header)
+        if size > self.max_frame:
+            raise FrameTooLarge(
+                f"peer announced a {size}-byte frame; at most {self.max_frame} bytes allowed "
+                "by this party's frame limit (Channel.max_frame)")
         if size > limit:
-            self.close()
-            raise TransportError(f"peer sent a {size}-byte frame; at most {limit} allowed here")
+            raise FrameTooLarge(
+                f"peer announced a {size}-byte frame; at most {limit} allowed at this step")
         data = self._read_exact(size)
         self.bytes_received += size + _HEADER.size
         return data
 
     def _read_exact(self, size: int) -> bytearray:
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        while got < size:
+        buf = bytearray()
+        while len(buf) < size:
             try:
-                n = self._sock.recv_into(view[got:], min(size - got, 1 << 20))
+                chunk = self._sock.recv(min(size - len(buf), _READ_CHUNK))
             except TimeoutError:
                 raise TransportError("timed out waiting for the peer") from None
             except ssl.SSLError as exc:
@@ -142,9 +166,9 @@ class Channel:
                 raise TransportError(f"TLS error: {exc}") from None
             except (ConnectionError, OSError):
                 raise PeerDisconnected("the peer closed the connection") from None
-            if n == 0:
+            if not chunk:
                 raise PeerDisconnected("the peer closed the connection mid-protocol")
-            got += n
+            buf += chunk  # grows with what arrived (realloc), never with what was announced
         return buf
 
     def handshake(self, expected_fingerprint: str | None) -> None:
@@ -152,8 +176,13 @@ class Channel:
         if expected_fingerprint and self.peer_fingerprint != _normalise_fp(expected_fingerprint):
             self.close()
             raise AuthenticationError("peer certificate does not match the pinned fingerprint")
-        self.send([_HELLO])
-        if bytes(self.recv(len(_HELLO))) != _HELLO:
+        try:
+            self.send([_HELLO])
+            hello = bytes(self.recv(len(_HELLO)))
+        except TransportError:
+            self.close()
+            raise
+        if hello != _HELLO:
             self.close()
             raise TransportError("peer is not speaking the Veil PSI protocol")
 
@@ -186,7 +215,7 @@ def _wrap(raw: socket.socket, ctx: ssl.SSLContext, server: bool, timeout: float)
 
 def connect(host: str, port: int, me: Identity, peer_cert: Path, *,
             peer_fingerprint: str | None = None, timeout: float = 600.0,
-            connect_timeout: float = 30.0) -> Channel:
+            connect_timeout: float = 30.0, max_frame: int = DEFAULT_MAX_FRAME) -> Channel:
     """Connect to a listening peer (retrying until `connect_timeout`) and authenticate it."""
     import time
 
@@ -200,7 +229,7 @@ def connect(host: str, port: int, me: Identity, peer_cert: Path, *,
             if time.monotonic() > deadline:
                 raise TransportError(f"cannot connect to {host}:{port}: {exc}") from None
             time.sleep(0.1)
-    chan = Channel(_wrap(raw, ctx, False, timeout), timeout)
+    chan = Channel(_wrap(raw, ctx, False, timeout), timeout, max_frame)
     chan.handshake(peer_fingerprint)
     return chan
 
@@ -214,13 +243,14 @@ class Listener:
         self.port: int = self._sock.getsockname()[1]
 
     def accept(self, *, peer_fingerprint: str | None = None, timeout: float = 600.0,
-               accept_timeout: float | None = None) -> Channel:
+               accept_timeout: float | None = None,
+               max_frame: int = DEFAULT_MAX_FRAME) -> Channel:
         self._sock.settimeout(accept_timeout)
         try:
             raw, _ = self._sock.accept()
         except TimeoutError:
             raise TransportError("no peer connected in time") from None
-        chan = Channel(_wrap(raw, self._ctx, True, timeout), timeout)
+        chan = Channel(_wrap(raw, self._ctx, True, timeout), timeout, max_frame)
         chan.handshake(peer_fingerprint)
         return chan
 

@@ -8,6 +8,10 @@ short exponent. h_s is fixed per key, so h_s^alpha is a fixed-base exponentiatio
 with a precomputed window table (8-bit windows: alpha_bits/8 multiplications per
 encryption instead of a full exponentiation).
 
+Re-randomisation (`rerandomize`, and the masker's step in `mask_and_pack` / `mask_rows`) hides
+ciphertexts from the key's owner itself, so it must not use the owner's h_s: it multiplies by
+r^n mod n^2 with r uniform in Z_n^* drawn by the re-randomising party (`_rerandomisers`).
+
 Ciphertexts travel and rest as one `bytes` of fixed-width big-endian integers
 (2 * n_bytes each); a `CiphertextVector` pairs that buffer with its public key.
 """
@@ -154,6 +158,10 @@ class PaillierPublicKey:
             raise MalformedPaillierData("modulus is not an RSA modulus")
         if not 1 < self.hs < self.n2 or gmpy2.gcd(self.hs, self.n) != 1:
             raise MalformedPaillierData("DJN base h_s is not a unit modulo n^2")
+        if self.hs == self.n2 - 1 or gmpy2.powmod(self.hs, 2, self.n2) == 1:
+            # +-1 and other square roots of 1 are never honest; refusing them is hygiene only.
+            # Masking does not rely on h_s at all (see `_rerandomisers`).
+            raise MalformedPaillierData("DJN base h_s has order at most 2 (degenerate key)")
 
     @cached_property
     def n2(self) -> mpz:
@@ -185,6 +193,30 @@ class PaillierPublicKey:
     def _randomiser(self) -> mpz:
         """A fresh h_s^alpha: the randomness of one encryption (an encryption of zero)."""
         return _fixed_base_pow(self._table, secrets.randbits(self.exponent_bits), self.n2)
+
+    def _rerandomisers(self, count: int) -> list[mpz]:
+        """`count` fresh r^n mod n^2, r uniform in Z_n^* drawn here: encryptions of zero that do
+        not depend on anything the key's owner chose except n.
+
+        Why not the DJN base: h_s is the owner's choice, and when the owner is the party we hide
+        from (re-randomising ciphertexts we send back to it), h_s^alpha only hides what h_s lets
+        it hide. h_s = n^2 - 1 gives h_s^alpha = +-1; an h_s of small order d (1 mod p^2, -1 mod
+        q^2, or any order that divides lambda(n) — only the factorisation reveals it, so no
+        validation can rule it out) gives d values, so the owner links c' to c by testing
+        c'/(c * (1+n)^(m'-m)) in <h_s>, learns exactly which rows intersect and cancels the DP
+        noise. A short exponent on a base of our own is not enough either: the owner may pick
+        p-1, q-1 smooth and take discrete logs. With r uniform in Z_n^*, r^n is uniform over the
+        n-th residues (for n = pq with gcd(n, phi(n)) = 1), so c' is a uniform encryption of its
+        plaintext, independent of c. Cost: one full exponentiation mod n^2 per ciphertext (about
+        60x an h_s^alpha table lookup; see bench/paillier.py). Assumes n is a valid RSA modulus
+        (checked as far as is possible without a proof of well-formedness)."""
+        n = self.n
+        rs: list[mpz] = []
+        while len(rs) < count:
+            r = mpz(secrets.randbelow(int(n) - 1) + 1)
+            if gmpy2.gcd(r, n) == 1:
+                rs.append(r)
+        return list(gmpy2.powmod_base_list(rs, n, self.n2)) if rs else []
 
     def _check_plain(self, values: list[int], what: str) -> None:
         n = self.n
@@ -449,13 +481,13 @@ class CiphertextVector:
         return cls._trusted(vectors[0]._public_key, b"".join(v._buffer for v in vectors))
 
     def rerandomize(self, *, workers: int | None = None) -> CiphertextVector:
-        """Multiply each ciphertext by a fresh encryption of zero: unlinkable, same plaintext."""
+        """Multiply each ciphertext by a fresh r^n (r ours): unlinkable even by the key's owner,
+        whatever h_s it published (`PaillierPublicKey._rerandomisers`)."""
         pk = self._public_key
         n2 = pk.n2
-        _ = pk._table
 
         def chunk(cs: list[mpz]) -> list[mpz]:
-            return [c * pk._randomiser() % n2 for c in cs]
+            return [c * z % n2 for c, z in zip(cs, pk._rerandomisers(len(cs)), strict=True)]
 
         return CiphertextVector._from_ints(pk, _map_chunks(chunk, self._ints(), workers))
 

@@ -8,11 +8,13 @@ so that my_shares[i] + their_shares[i] = values[rows[i]] (mod 2^64).
 The masker packs up to `slots` ciphertexts into one by Horner's rule under encryption
 (C = (..(c_0 * 2^s + c_1) * 2^s + ...) in the plaintext, first value in the most significant
 slot), adds one mask per slot, r_j uniform in [2^64, 2^(64+sigma)), and re-randomises with a
-fresh encryption of zero. With slot width s = 64 + sigma + 1, value + mask < 2^s, so slots
-never carry; each slot hides its value to statistical distance 2^-sigma. The masker's share
-is -r_j mod 2^64; the owner's is the decrypted slot mod 2^64. Re-randomisation is not
-optional: without it c' = c (mod n) and the owner could link returned ciphertexts to its
-own rows, learning exactly which records intersect (spec §12.1).
+fresh r^n mod n^2, r uniform in Z_n^* drawn by the masker (never the owner's DJN base h_s, which
+the owner could make degenerate: see `PaillierPublicKey._rerandomisers`). With slot width
+s = 64 + sigma + 1, value + mask < 2^s, so slots never carry; each slot hides its value to
+statistical distance 2^-sigma. The masker's share is -r_j mod 2^64; the owner's is the
+decrypted slot mod 2^64. Re-randomisation is not optional: without it c' = c (mod n) and the
+owner could link returned ciphertexts to its own rows, learning exactly which records
+intersect (spec §12.1).
 """
 
 from __future__ import annotations
@@ -133,11 +135,10 @@ def mask_and_pack(
     groups = [cs[i : i + layout.slots] for i in range(0, len(cs), layout.slots)]
     n, n2, s = public_key.n, public_key.n2, layout.slot_bits
     shift = mpz(1) << s
-    _ = public_key._table
 
     def pack(chunk: list[list[mpz]]) -> list[tuple[mpz, list[int]]]:
         out = []
-        for group in chunk:
+        for group, fresh in zip(chunk, public_key._rerandomisers(len(chunk)), strict=True):
             packed = group[0]
             for c in group[1:]:
                 packed = gmpy2.powmod(packed, shift, n2) * c % n2
@@ -145,8 +146,8 @@ def mask_and_pack(
             total = mpz(0)
             for r in masks:
                 total = (total << s) + r
-            # + masks under encryption, then a fresh Enc(0): c' is unlinkable to the inputs
-            packed = packed * (1 + n * total) % n2 * public_key._randomiser() % n2
+            # + masks under encryption, then a fresh r^n of ours: c' is unlinkable to the inputs
+            packed = packed * (1 + n * total) % n2 * fresh % n2
             out.append((packed, [int(-r % _VALUE_MOD) for r in masks]))
         return out
 
@@ -217,13 +218,12 @@ def mask_rows(
         raise KeyMismatchError("ciphertexts are not under the given public key")
     PackingLayout.for_key(public_key, statistical_bits, packing=False)  # validates sigma
     n, n2 = public_key.n, public_key.n2
-    _ = public_key._table
 
     def mask(chunk: list[mpz]) -> list[tuple[mpz, int]]:
         out = []
-        for c in chunk:
+        for c, fresh in zip(chunk, public_key._rerandomisers(len(chunk)), strict=True):
             r = _random_mask(statistical_bits)
-            out.append((c * (1 + n * r) % n2 * public_key._randomiser() % n2, -r % _VALUE_MOD))
+            out.append((c * (1 + n * r) % n2 * fresh % n2, -r % _VALUE_MOD))
         return out
 
     results = _map_chunks(mask, ciphertexts._ints(), workers)
