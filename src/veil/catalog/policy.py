@@ -202,6 +202,9 @@ class DatasetPolicy(_Strict):
     # What the release executor does with aggregate-table groups below min_group_size.
     small_groups: Literal["drop", "refuse"] = "refuse"
     limits: LimitsSpec | None = None
+    # The largest membership-inference advantage (max TPR - FPR of the executor's audit) a
+    # notebook-trained model may show and still reach review; None: reviewers decide alone.
+    max_mia_advantage: float | None = Field(default=None, ge=0, le=1)
 
     @field_validator("consumers")
     @classmethod

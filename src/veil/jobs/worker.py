@@ -197,7 +197,9 @@ class Worker:
             if self.attestation is None:
                 raise LaunchError("no attestation services configured; refusing to run")
             rules = [InputRules(inp.dataset.id, inp.dataset.full_name,
-                                policy_of(inp.dataset).min_group_size) for inp in job.inputs]
+                                policy_of(inp.dataset).min_group_size,
+                                policy_of(inp.dataset).max_mia_advantage)
+                     for inp in job.inputs]
             public_rules = {inp.dataset.full_name: policy_of(inp.dataset).public_rules()
                             for inp in job.inputs}
             pinned_file = bundle.files.get(PINNED_PLANS_FILE)
@@ -227,7 +229,7 @@ class Worker:
             decisions = evaluate(outputs_dir, prepared.rules,
                                  max_output_bytes=self.limits.output_bytes,
                                  executed=report.executed, failed=report.failed,
-                                 pinned=prepared.pinned)
+                                 pinned=prepared.pinned, models=report.models)
         except ManifestError as exc:
             self._fail(job_id, f"outputs rejected: {exc}", result)
             return

@@ -2,7 +2,8 @@
 
 A notebook never computes a DP value or an aggregate table that the gate would trust. It
 declares a *plan* — which input datasets, an optional join, row filters, then one DP
-measurement (:class:`DPQuery`) or one thresholded group-by (:class:`AggregateQuery`) — and the
+measurement (:class:`DPQuery`), one thresholded group-by (:class:`AggregateQuery`) or one DP
+model training (:class:`TrainQuery`, evaluated by ``veil.privacy.training``) — and the
 release executor evaluates it on the full data after the workload has exited. In stage 1 the
 same functions evaluate the plan on the views, so the researcher sees the code paths and the
 noise. This module is the pure core: plan records, their validation, and their evaluation over
@@ -57,6 +58,7 @@ __all__ = [
     "PlanError",
     "Relation",
     "SourceRules",
+    "TrainQuery",
     "evaluate",
     "evaluate_aggregate",
     "evaluate_dp",
@@ -256,14 +258,64 @@ class AggregateQuery(_Plan):
         return self
 
 
-Query = DPQuery | AggregateQuery
+Bound = tuple[float, float]
+
+
+class TrainQuery(_Plan):
+    """DP training of a model over a relation; ``veil.privacy.training`` evaluates it.
+
+    The bounds are public (chosen before the data is seen): each feature, and for linear
+    regression the label, is clamped to them and scaled to [-1, 1], so no data-dependent
+    scaling leaks. Logistic regression's label is 0/1 (rows with other labels are dropped, a
+    row-wise filter), so it takes no label bounds. ``delta`` is required: the library's
+    Gaussian mechanism, composed over the steps under zCDP, gives (epsilon, delta)-DP.
+    """
+
+    kind: Literal["train"] = "train"
+    relation: Relation
+    model: Literal["linear_regression", "logistic_regression"]
+    features: list[Column] = Field(min_length=1, max_length=256)
+    label: Column
+    bounds: dict[Column, Bound]
+    epsilon: float = Field(gt=0)
+    delta: float = Field(gt=0, le=1e-3)
+    steps: int = Field(default=30, ge=1, le=1000)
+    clip: float = Field(default=1.0, gt=0, le=100)
+    learning_rate: float = Field(default=2.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _fields(self) -> TrainQuery:
+        check_epsilon(self.epsilon)
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features must not repeat")
+        if self.label in self.features:
+            raise ValueError(f"the label {self.label!r} cannot also be a feature")
+        needed = [*self.features, *([self.label] if self.model == "linear_regression" else [])]
+        missing = [c for c in needed if c not in self.bounds]
+        if missing:
+            raise ValueError(f"public bounds are required for {', '.join(missing)}: pass "
+                             "bounds={column: (lower, upper)} chosen without looking at the data")
+        extra = sorted(set(self.bounds) - set(needed))
+        if extra:
+            raise ValueError(f"bounds given for {', '.join(extra)}, which the model does not "
+                             "use" + (" (a logistic label is 0/1 and takes no bounds)"
+                                      if self.label in extra else ""))
+        for column, pair in self.bounds.items():
+            try:
+                check_bounds(pair, f"bounds of {column!r}")
+            except InvalidParameterError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
+Query = DPQuery | AggregateQuery | TrainQuery
 
 
 class PlanDocument(_Plan):
     """What a workload writes for ``veil.publish(name, query)``: the plan, never a value."""
 
     format: Literal["veil-plan/1"] = "veil-plan/1"
-    query: Annotated[DPQuery | AggregateQuery, Field(discriminator="kind")]
+    query: Annotated[DPQuery | AggregateQuery | TrainQuery, Field(discriminator="kind")]
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True,
@@ -597,8 +649,13 @@ def _numeric(series: pd.Series) -> bool:
 
 
 def evaluate(document: PlanDocument, frames: Mapping[str, pd.DataFrame],
-             rules: Mapping[str, SourceRules]) -> mechanisms.DPResult | AggregateResult:
+             rules: Mapping[str, SourceRules]) -> Any:
+    """The plan's result: a ``DPResult``, an ``AggregateResult`` or a ``training.DPModel``."""
     query = document.query
     if isinstance(query, DPQuery):
         return evaluate_dp(query, frames, rules)
+    if isinstance(query, TrainQuery):
+        from veil.privacy.training import train
+
+        return train(query, frames, rules)
     return evaluate_aggregate(query, frames, rules)

@@ -12,6 +12,16 @@ trusted code computed, and hands the gate typed :class:`Executed` records.
 
 A plan that cannot be evaluated fails alone, with a data-free reason (``Failed``); the job goes
 on.
+
+Models the workload trained itself (kind ``model``) are checked here too, because only this
+process holds the full data and may load a workload's file: the file is loaded with
+scikit-learn and numpy types only (``privacy.model_io``), described, and audited for membership
+inference (``privacy.membership``) on the data the notebook says it trained on
+(``trained_on``), rebuilt by the executor. Two audits when they can run: the published model
+itself, if the declared relation leaves held-out rows (its filters' complement), and always a
+clone of it (same class and hyper-parameters) that the executor trains on a random half it
+chose itself, so a lie about ``trained_on`` cannot hide the procedure's memorisation. The gate
+takes the larger advantage (:class:`ModelChecked`).
 """
 
 from __future__ import annotations
@@ -36,12 +46,14 @@ from veil.release.manifest import (
 )
 from veil.stage import InputIndex
 
-__all__ = ["Executed", "ExecutorError", "ExecutorReport", "Failed", "code_digest",
-           "execute_plans"]
+__all__ = ["Executed", "ExecutorError", "ExecutorReport", "Failed", "ModelChecked",
+           "code_digest", "execute_plans"]
 
-# The modules whose code decides every released DP value and aggregate table.
+# The modules whose code decides every released DP value, aggregate table and model audit.
 MEASURED_MODULES = ("veil/release/executor.py", "veil/privacy/plans.py",
                     "veil/privacy/mechanisms.py", "veil/privacy/_opendp.py",
+                    "veil/privacy/training.py", "veil/privacy/model_io.py",
+                    "veil/privacy/membership.py",
                     "veil/catalog/ingest.py", "veil/crypto/envelope.py", "veil/tee/agent.py")
 _MAX_REPORT_BYTES = 4 * 1024 * 1024
 
@@ -55,7 +67,7 @@ class Executed:
     """One plan evaluated by trusted code; the gate takes cost and group facts only from here."""
 
     name: str
-    kind: Literal["dp", "aggregate"]
+    kind: Literal["dp", "aggregate", "dp_model"]
     file: str
     sha256: str
     size: int
@@ -82,10 +94,26 @@ class Failed:
     reason: str
 
 
+@dataclass(frozen=True)
+class ModelChecked:
+    """A workload's model as trusted code read it: its facts, its audit, or why it is refused.
+
+    ``advantage`` is the largest membership advantage any audit measured (None: no audit ran,
+    ``meta["audit_skipped"]`` says why); ``refused`` is set when the file is unsafe to load.
+    """
+
+    name: str
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    advantage: float | None = None
+    refused: str | None = None
+
+
 @dataclass
 class ExecutorReport:
     executed: dict[str, Executed] = field(default_factory=dict)
     failed: dict[str, Failed] = field(default_factory=dict)
+    models: dict[str, ModelChecked] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -112,13 +140,16 @@ def execute_plans(outputs_dir: Path, inputs_dir: Path, index: InputIndex,
     """
     manifest = read_manifest(outputs_dir)
     plans = [e for e in manifest.outputs if e.kind == "plan"]
-    if not plans:
+    models = [e for e in manifest.outputs if e.kind == "model"]
+    if not plans and not models:
         return ExecutorReport()
     request = {"outputs_dir": str(outputs_dir), "inputs_dir": str(inputs_dir),
                "index": index.model_dump(mode="json"),
                "rules": {k: dict(v) for k, v in rules.items()},
                "agent": str(agent_socket),
-               "plans": [{"name": e.name, "file": e.file, "sha256": e.sha256} for e in plans]}
+               "plans": [{"name": e.name, "file": e.file, "sha256": e.sha256} for e in plans],
+               "models": [{"name": e.name, "file": e.file, "sha256": e.sha256, "meta": e.meta}
+                          for e in models]}
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TMPDIR")}
     try:
@@ -135,6 +166,7 @@ def execute_plans(outputs_dir: Path, inputs_dir: Path, index: InputIndex,
             executed={d["name"]: Executed(**{**d, "sources": tuple(d["sources"])})
                       for d in raw["executed"]},
             failed={d["name"]: Failed(**d) for d in raw["failed"]},
+            models={d["name"]: ModelChecked(**d) for d in raw["models"]},
             seconds=float(raw["seconds"]))
     except (ValueError, KeyError, TypeError):
         raise ExecutorError("the release executor's report is malformed") from None
@@ -165,6 +197,7 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
     from veil.privacy.errors import PrivacyError
     from veil.privacy.mechanisms import DPResult
     from veil.privacy.plans import SourceRules, evaluate, parse_plan
+    from veil.privacy.training import DPModel
     from veil.tee.agent import fetch_dataset_key
 
     t_start = time.perf_counter()
@@ -201,6 +234,11 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
                 facts: dict[str, Any] = {"epsilon": result.epsilon, "delta": result.delta,
                                          "d_in": int(result.params.get("d_in", 1)),
                                          "mechanism": result.mechanism}
+            elif isinstance(result, DPModel):
+                kind = "dp_model"
+                payload = json.dumps(result.to_json(), allow_nan=False).encode()
+                facts = {"epsilon": result.epsilon, "delta": result.delta,
+                         "d_in": int(result.params["d_in"]), "mechanism": f"dp_gd_{result.model}"}
             else:
                 buf = io.BytesIO()
                 pq.write_table(pa.Table.from_pandas(result.table, preserve_index=False), buf)
@@ -219,8 +257,96 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
             failed.append({"name": name, "reason": str(exc)})
         except Exception as exc:  # anything else: the type only, it could quote data
             failed.append({"name": name, "reason": f"the plan failed ({type(exc).__name__})"})
-    return {"executed": executed, "failed": failed,
+    checked = [asdict(_check_model(item, outputs, frame, datasets, rules))
+               for item in request.get("models", [])]
+    return {"executed": executed, "failed": failed, "models": checked,
             "seconds": round(time.perf_counter() - t_start, 4)}
+
+
+def _check_model(item: Mapping[str, Any], outputs: Path, frame: Any, datasets: Mapping[str, Any],
+                 rules: Mapping[str, Any]) -> ModelChecked:
+    """Load a workload's model safely, describe it, and audit it where the data allows."""
+    import time
+
+    from veil.privacy.errors import PrivacyError
+    from veil.privacy.model_io import ModelFormatError, describe, load_model
+
+    name, sha = item["name"], item["sha256"]
+    meta: dict[str, Any] = dict(item.get("meta") or {})
+    fmt = meta.get("format")
+    try:
+        if fmt not in ("skops", "npz"):
+            raise ModelFormatError("the model's format is not skops or npz")
+        data = _read_file(outputs / item["file"], sha, limit=256 * 1024 * 1024)
+        model = load_model(data, fmt)
+    except (ModelFormatError, _Refused) as exc:
+        return ModelChecked(name, sha, refused=str(exc))
+    facts = describe(model, fmt, len(data)).meta()
+    t0 = time.perf_counter()
+    try:
+        audits = _audit(model, fmt, meta, frame, datasets, rules)
+    except (PrivacyError, _Refused) as exc:
+        return ModelChecked(name, sha, {**facts, "audit_skipped": str(exc)})
+    except Exception as exc:  # the type only: a message could quote data
+        return ModelChecked(name, sha, {**facts, "audit_skipped":
+                                        f"the audit failed ({type(exc).__name__})"})
+    best = max(a.advantage for a in audits.values())
+    return ModelChecked(name, sha, {**facts, "audit": {k: a.meta() for k, a in audits.items()},
+                                    "mia_advantage": round(best, 4),
+                                    "audit_seconds": round(time.perf_counter() - t0, 3)}, best)
+
+
+def _audit(model: Any, fmt: str, meta: Mapping[str, Any], frame: Any,
+           datasets: Mapping[str, Any], rules: Mapping[str, Any]) -> dict[str, Any]:
+    import warnings
+
+    import numpy as np
+    from sklearn.base import clone
+
+    from veil.privacy.membership import audit_membership
+    from veil.privacy.plans import Relation, _build, prepare
+
+    if fmt != "skops":
+        raise _Refused("arrays are not a model the executor can query; no audit")
+    trained_on, features, label = (meta.get("trained_on"), meta.get("features"),
+                                   meta.get("label"))
+    if trained_on is None or not isinstance(features, list) or not isinstance(label, str):
+        raise _Refused("publish the model with trained_on=, features= and label= to have it "
+                       "audited")
+    relation = _build(Relation, trained_on)
+    unknown = [s for s in relation.sources if s not in datasets]
+    if unknown:
+        raise _Refused(f"dataset {unknown[0]!r} is not an input of this job")
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None and [str(n) for n in names] != features:
+        raise _Refused("the model's feature names differ from the declared features")
+    frames = {s: frame(s) for s in relation.sources}
+    chosen = {s: rules[s] for s in relation.sources}
+    members = prepare(relation, frames, chosen).frame
+    everyone = prepare(relation.model_copy(update={"filters": []}), frames, chosen).frame
+    held_out = everyone[~everyone.index.isin(members.index)]
+
+    def xy(df: Any) -> tuple[Any, Any]:
+        missing = [c for c in [*features, label] if c not in df.columns]
+        if missing:
+            raise _Refused(f"unknown column {missing[0]!r}")
+        df = df[[*features, label]].dropna()
+        return df[features].to_numpy(dtype=float), df[label].to_numpy()
+
+    audits: dict[str, Any] = {}
+    with warnings.catch_warnings():  # plain arrays for a model fitted on a named frame
+        warnings.simplefilter("ignore", UserWarning)
+        if len(held_out) >= 2:  # the model itself, on rows the declaration says it never saw
+            (x_in, y_in), (x_out, y_out) = xy(members), xy(held_out)
+            audits["published_model"] = audit_membership(model, x_in, y_in, x_out, y_out,
+                                                         shadows=0)
+        # A clone on a half the executor chose: robust to a false trained_on.
+        x_all, y_all = xy(everyone)
+        half = np.random.default_rng(0).random(len(y_all)) < 0.5
+        probe = clone(model).fit(x_all[half], y_all[half])
+        audits["executor_clone"] = audit_membership(probe, x_all[half], y_all[half],
+                                                    x_all[~half], y_all[~half])
+    return audits
 
 
 class _Refused(Exception):
@@ -231,16 +357,20 @@ def _read_plan(path: Path, sha256: str) -> bytes:
     """The plan file as the manifest declared it; never through a symlink the workload left."""
     from veil.privacy.plans import MAX_PLAN_BYTES
 
+    return _read_file(path, sha256, limit=MAX_PLAN_BYTES, what="plan")
+
+
+def _read_file(path: Path, sha256: str, *, limit: int, what: str = "model") -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
-        raise _Refused("the plan file is missing or not a regular file") from None
+        raise _Refused(f"the {what} file is missing or not a regular file") from None
     with os.fdopen(fd, "rb") as fh:
-        data = fh.read(MAX_PLAN_BYTES + 1)
-    if len(data) > MAX_PLAN_BYTES:
-        raise _Refused("the plan is too large")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise _Refused(f"the {what} is too large")
     if hashlib.sha256(data).hexdigest() != sha256:
-        raise _Refused("the plan file does not match the manifest")
+        raise _Refused(f"the {what} file does not match the manifest")
     return data
 
 

@@ -8,8 +8,14 @@ Nothing the workload computed is trusted. Rules, in order:
     then held for review: its parameters may have been chosen from the data;
   * an aggregate table leaves only if the executor computed it from a pinned plan (it counted
     the groups and dropped or refused the small ones itself); unpinned, it waits for review;
-  * a plan the executor could not evaluate is refused with the executor's reason, and a "dp"
-    or "aggregate" entry the executor did not write is refused as a forgery;
+  * a DP model (``dp_model``) is treated like a DP result: only from the executor, from a
+    pinned training plan, its cost re-derived from OpenDP's map and charged;
+  * a plan the executor could not evaluate is refused with the executor's reason, and a "dp",
+    "aggregate" or "dp_model" entry the executor did not write is refused as a forgery;
+  * a model the notebook trained (``model``) always waits for review, with the facts and the
+    membership-inference audit the executor produced; it is refused when the executor could
+    not load it with trusted types, or when its audited advantage exceeds (or no audit ran
+    under) the strictest ``max_mia_advantage`` of the inputs;
   * anything else — tables, scalars, dicts, figures the notebook computed — waits for review
     by every provider whose data was used, with what the gate can measure about it.
 Files are re-hashed and sizes checked; a malformed manifest fails the job.
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from veil.release.executor import Executed, Failed
+from veil.release.executor import Executed, Failed, ModelChecked
 from veil.release.manifest import MEDIA_TYPES, ManifestError, OutputEntry, read_manifest
 from veil.release.status import OutputStatus, advance
 
@@ -47,6 +53,7 @@ class InputRules:
     dataset_id: str
     full_name: str
     min_group_size: int
+    max_mia_advantage: float | None = None
 
 
 @dataclass
@@ -74,7 +81,8 @@ class Decision:
 def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *, max_output_bytes: int,
              executed: Mapping[str, Executed] | None = None,
              failed: Mapping[str, Failed] | None = None,
-             pinned: Mapping[str, str] | None = None) -> list[Decision]:
+             pinned: Mapping[str, str] | None = None,
+             models: Mapping[str, ModelChecked] | None = None) -> list[Decision]:
     """Check every published output and decide its fate; DP outputs come back `TO_CHARGE`.
 
     ``executed``/``failed`` come from the release executor, ``pinned`` maps output names to
@@ -94,6 +102,9 @@ def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *, max_output_byte
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != entry.sha256:
             raise ManifestError(f"output {entry.name!r} does not match its hash")
+        if entry.kind == "model":
+            decisions.append(_model(entry, path, inputs, (models or {}).get(entry.name)))
+            continue
         decisions.append(_decide(entry, path, data, inputs, executed or {}, failed or {},
                                  pinned or {}))
     return decisions
@@ -106,14 +117,14 @@ def _decide(entry: OutputEntry, path: Path, data: bytes, inputs: Sequence[InputR
         why = failed.get(entry.name)
         reason = why.reason if why else "the release executor did not evaluate this plan"
         return Decision(entry, path, REFUSED, f"query refused: {reason}")
-    if entry.kind in ("dp", "aggregate"):
+    if entry.kind in ("dp", "aggregate", "dp_model"):
         done = executed.get(entry.name)
         if done is None or done.sha256 != entry.sha256 or done.kind != entry.kind:
             return Decision(entry, path, REFUSED,
                             f"a {entry.kind} output can only come from the release executor; "
                             "this one was written by the notebook")
         hold = None if pinned.get(entry.name) == done.plan_digest else _UNPINNED
-        if entry.kind == "dp":
+        if entry.kind in ("dp", "dp_model"):
             return _dp(entry, path, data, done, hold)
         meta = done.meta()
         if hold:
@@ -128,9 +139,11 @@ def _dp(entry: OutputEntry, path: Path, data: bytes, done: Executed,
         hold: str | None) -> Decision:
     """Re-derive the executor's cost from the mechanism (defence in depth), then charge it."""
     from veil.privacy import DPResult, PrivacyError
+    from veil.privacy.training import DPModel
 
+    parse = DPModel.from_json if entry.kind == "dp_model" else DPResult.from_json
     try:
-        result = DPResult.from_json(json.loads(data))
+        result = parse(json.loads(data))
     except (ValueError, KeyError, TypeError, PrivacyError) as exc:
         return Decision(entry, path, REFUSED,
                         f"DP output failed verification: {type(exc).__name__}")
@@ -140,6 +153,29 @@ def _dp(entry: OutputEntry, path: Path, data: bytes, done: Executed,
     return Decision(entry, path, TO_CHARGE, None,
                     {**done.meta(), "epsilon": done.epsilon, "delta": done.delta},
                     charge_to=done.sources, hold=hold)
+
+
+def _model(entry: OutputEntry, path: Path, inputs: Sequence[InputRules],
+           checked: ModelChecked | None) -> Decision:
+    """A notebook-trained model: reviewed with the executor's facts and audit, or refused."""
+    if checked is None or checked.sha256 != entry.sha256:
+        return Decision(entry, path, REFUSED, "the release executor did not check this model")
+    if checked.refused:
+        return Decision(entry, path, REFUSED, f"model refused: {checked.refused}")
+    meta = {"workload_computed": True, **checked.meta}
+    limits = [r for r in inputs if r.max_mia_advantage is not None]
+    if limits:
+        strictest = min(limits, key=lambda r: r.max_mia_advantage or 0.0)
+        limit = float(strictest.max_mia_advantage or 0.0)
+        if checked.advantage is None:
+            return Decision(entry, path, REFUSED, (
+                f"{strictest.full_name} caps membership-inference advantage at {limit:g}, and "
+                f"no audit could run: {checked.meta.get('audit_skipped', 'unknown')}"), meta)
+        if checked.advantage > limit:
+            return Decision(entry, path, REFUSED, (
+                f"membership-inference advantage {checked.advantage:.3f} exceeds "
+                f"{strictest.full_name}'s max_mia_advantage {limit:g}"), meta)
+    return Decision(entry, path, PENDING, _REVIEW, meta)
 
 
 def _measure_table(entry: OutputEntry, data: bytes,

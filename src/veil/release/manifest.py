@@ -16,10 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1024 * 1024
-# "plan" is what a workload writes for a declared query; "dp" and "aggregate" are written only
-# by the release executor, which replaces each plan with its result after the workload exits.
-OutputKind = Literal["table", "scalar", "dict", "figure", "plan", "dp", "aggregate"]
-WORKLOAD_KINDS: frozenset[str] = frozenset({"table", "scalar", "dict", "figure", "plan"})
+# "plan" is what a workload writes for a declared query; "dp", "aggregate" and "dp_model" are
+# written only by the release executor, which replaces each plan with its result after the
+# workload exits. "model" is a model the workload trained itself (skops or npz): reviewed.
+OutputKind = Literal["table", "scalar", "dict", "figure", "plan", "model", "dp", "aggregate",
+                     "dp_model"]
+WORKLOAD_KINDS: frozenset[str] = frozenset({"table", "scalar", "dict", "figure", "plan",
+                                            "model"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MEDIA_TYPES: dict[str, str] = {
     "table": "application/vnd.apache.parquet",
@@ -29,10 +32,13 @@ MEDIA_TYPES: dict[str, str] = {
     "plan": "application/json",
     "dp": "application/json",
     "aggregate": "application/vnd.apache.parquet",
+    "model": "application/octet-stream",  # skops (a zip) or npz; meta["format"] says which
+    "dp_model": "application/json",
 }
 EXTENSIONS: dict[str, str] = {"table": "parquet", "scalar": "json", "dict": "json",
                               "figure": "png", "plan": "plan.json", "dp": "json",
-                              "aggregate": "parquet"}
+                              "aggregate": "parquet", "model": "skops",
+                              "dp_model": "model.json"}
 
 
 class ManifestError(ValueError):

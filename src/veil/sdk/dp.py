@@ -12,6 +12,10 @@ is charged from OpenDP's privacy map of that evaluation.
 * Secure stage: nothing is evaluated in the notebook; ``q.value`` raises, the plan is
   written, and the executor's result is what leaves.
 
+DP training (:func:`linear_regression`, :func:`logistic_regression`) is a plan too: the
+executor trains on the full data with OpenDP and writes the DP model (kind ``dp_model``); in
+stage 1 ``q.value`` is the model trained on the view, with its score there.
+
 Data: pass what ``veil.load`` returned, a dataset name, or a relation built with
 :func:`table`, :func:`join`, ``.derive`` (row-wise derived columns) and ``.filter``. A
 DataFrame derived in pandas is refused: its stability (how far one person can move it) is
@@ -34,9 +38,11 @@ from veil.privacy.plans import (
     PlanError,
     Relation,
     SourceRules,
+    TrainQuery,
     _build,
     evaluate,
 )
+from veil.privacy.training import DPModel, score
 
 __all__ = [
     "DPResult",
@@ -49,6 +55,8 @@ __all__ = [
     "grouped_sum",
     "histogram",
     "join",
+    "linear_regression",
+    "logistic_regression",
     "mean",
     "quantile",
     "sum",
@@ -78,7 +86,7 @@ class Query:
 
     def __init__(self, plan: PlanDocument) -> None:
         self.plan = plan
-        self._result: DPResult | AggregateResult | None = None
+        self._result: DPResult | AggregateResult | DPModel | None = None
         from veil.sdk import stage
 
         if stage() != "secure":
@@ -92,17 +100,23 @@ class Query:
                             "after the notebook exits; the notebook never sees its value")
         if isinstance(self._result, AggregateResult):
             return self._result.table
+        if isinstance(self._result, DPModel):
+            return self._result
         return self._result.value
 
     @property
-    def result(self) -> DPResult | AggregateResult | None:
+    def result(self) -> DPResult | AggregateResult | DPModel | None:
         return self._result
 
     def __repr__(self) -> str:
         query = self.plan.query
-        what = (f"{query.measure.mechanism}{_of(query.measure.column)}, epsilon "
-                f"{query.measure.epsilon:g}" if isinstance(query, DPQuery)
-                else f"aggregate by {', '.join(query.by)}")
+        if isinstance(query, DPQuery):
+            what = (f"{query.measure.mechanism}{_of(query.measure.column)}, epsilon "
+                    f"{query.measure.epsilon:g}")
+        elif isinstance(query, TrainQuery):
+            what = f"{query.model} of {query.label}, epsilon {query.epsilon:g}"
+        else:
+            what = f"aggregate by {', '.join(query.by)}"
         over = " ⋈ ".join(query.relation.sources)
         if self._result is None:
             return f"Query({what} over {over}: evaluated by the release executor)"
@@ -110,7 +124,7 @@ class Query:
             r = self._result
             return (f"Query({what} over {over} on the views: {len(r.table)} groups kept, "
                     f"{r.dropped} below {r.min_group_size} dropped)")
-        return f"Query({what} over {over} on the views: {self._result!r})"
+        return f"Query({what} over {over} on the views: {self._result!r})"  # DP value or model
 
 
 def _of(column: str | None) -> str:
@@ -225,6 +239,52 @@ def aggregate(data: Any, by: str | Sequence[str], **aggregates: tuple[str, str] 
     return Query(_build(PlanDocument, doc))
 
 
+# --------------------------------------------------------------------------- DP training
+
+
+def linear_regression(data: Any, features: Sequence[str], label: str, *,
+                      bounds: dict[str, tuple[float, float]], epsilon: float,
+                      delta: float = 1e-7, steps: int = 30, clip: float = 1.0,
+                      learning_rate: float = 2.0) -> Query:
+    """DP linear regression (noisy gradient descent in OpenDP; see ``privacy.training``).
+
+    ``bounds`` are public and required for every feature and the label: values are clamped to
+    them, so choose them without looking at the data.
+    """
+    return _train(data, "linear_regression", features, label, bounds, epsilon, delta, steps,
+                  clip, learning_rate)
+
+
+def logistic_regression(data: Any, features: Sequence[str], label: str, *,
+                        bounds: dict[str, tuple[float, float]], epsilon: float,
+                        delta: float = 1e-7, steps: int = 30, clip: float = 1.0,
+                        learning_rate: float = 2.0) -> Query:
+    """DP logistic regression of a 0/1 ``label``; public ``bounds`` for every feature."""
+    return _train(data, "logistic_regression", features, label, bounds, epsilon, delta, steps,
+                  clip, learning_rate)
+
+
+def _train(data: Any, model: str, features: Sequence[str], label: str,
+           bounds: dict[str, tuple[float, float]], epsilon: float, delta: float, steps: int,
+           clip: float, learning_rate: float) -> Query:
+    if isinstance(features, str):
+        raise PlanError("features must be a list of column names")
+    if not isinstance(bounds, dict):
+        raise PlanError("bounds must map each column to its public (lower, upper)")
+    doc = {"query": {"kind": "train", "relation": table(data).model_dump(mode="json"),
+                     "model": model, "features": list(features), "label": label,
+                     "bounds": {str(k): _plain_pair(v) for k, v in bounds.items()},
+                     "epsilon": epsilon, "delta": delta, "steps": steps, "clip": clip,
+                     "learning_rate": learning_rate}}
+    return Query(_build(PlanDocument, doc))
+
+
+def _plain_pair(pair: Any) -> Any:
+    if isinstance(pair, list | tuple):
+        return [v.item() if hasattr(v, "item") else v for v in pair]
+    return pair
+
+
 def _by(by: str | Sequence[str]) -> list[str]:
     return [by] if isinstance(by, str) else list(by)
 
@@ -232,7 +292,7 @@ def _by(by: str | Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- stage 1
 
 
-def _evaluate_on_views(plan: PlanDocument) -> DPResult | AggregateResult:
+def _evaluate_on_views(plan: PlanDocument) -> DPResult | AggregateResult | DPModel:
     missing = [s for s in plan.query.relation.sources if s not in _VIEWS]
     if missing:
         import veil.sdk
@@ -241,7 +301,16 @@ def _evaluate_on_views(plan: PlanDocument) -> DPResult | AggregateResult:
             veil.sdk.load(name)
     frames = {name: _VIEWS[name][0] for name in plan.query.relation.sources}
     rules = {name: _VIEWS[name][1] for name in plan.query.relation.sources}
-    return evaluate(plan, frames, rules)
+    result = evaluate(plan, frames, rules)
+    if isinstance(result, DPModel):  # the score on the view: stage 1 only, never in the executor
+        from dataclasses import replace
+
+        from veil.privacy.plans import prepare
+
+        view = prepare(plan.query.relation, frames, rules).frame
+        result = replace(result, view_score=score(result, view))
+    assert isinstance(result, DPResult | AggregateResult | DPModel)
+    return result
 
 
 def is_query(value: object) -> bool:

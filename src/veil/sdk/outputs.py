@@ -31,18 +31,31 @@ class PublishError(ValueError):
     pass
 
 
-def publish(name: str, value: Any, *, count_column: str | None = None) -> Any:
+def publish(name: str, value: Any, *, count_column: str | None = None,
+            trained_on: Any = None, features: list[str] | None = None,
+            label: str | None = None) -> Any:
     """Declare `value` as output `name`.
 
     A query from ``veil.dp`` or ``veil.aggregate`` is published as its plan: the release
     executor evaluates it on the full data after the run, and its result can leave
-    automatically (DP: charged to the budget; aggregate: small groups dropped or refused).
-    Anything the notebook computed itself — DataFrames, scalars, dicts, figures — always waits
-    for review by every provider; `count_column` names a table's group-size column so the
-    reviewer sees the smallest group, nothing more.
+    automatically (DP: charged to the budget; aggregate: small groups dropped or refused;
+    DP training: the DP model, charged). Anything the notebook computed itself — DataFrames,
+    scalars, dicts, figures, models — always waits for review by every provider; `count_column`
+    names a table's group-size column so the reviewer sees the smallest group, nothing more.
+
+    A model (a fitted scikit-learn estimator, written with skops; numpy arrays, as ``.npz``;
+    never pickle) may say what it was trained on — ``trained_on`` (what ``veil.load``
+    returned, or a ``veil.dp.table(...)`` relation with filters), ``features`` and ``label``
+    — so that the executor, which has the full data, rebuilds those rows and audits the model
+    for membership inference before a reviewer sees it.
     """
     kind, payload, meta = _serialise(value, count_column)
-    entry = OutputEntry(name=name, kind=kind, file=f"{name}.{EXTENSIONS[kind]}",
+    if kind == "model":
+        meta = {**meta, **_training_data(value, trained_on, features, label)}
+    elif trained_on is not None or features is not None or label is not None:
+        raise PublishError("trained_on, features and label apply to models only")
+    suffix = meta["format"] if kind == "model" else EXTENSIONS[kind]
+    entry = OutputEntry(name=name, kind=kind, file=f"{name}.{suffix}",
                         sha256=hashlib.sha256(payload).hexdigest(), size=len(payload), meta=meta)
     folder = os.environ.get(ENV_OUTPUTS)
     if folder is None and os.environ.get(ENV_STAGE) == SECURE:
@@ -76,13 +89,33 @@ def collect_plans(outputs_dir: Path) -> dict[str, Any]:
             for entry in read_manifest(outputs_dir).outputs if entry.kind == "plan"}
 
 
+def _training_data(model: Any, trained_on: Any, features: list[str] | None,
+                   label: str | None) -> dict[str, Any]:
+    """The declaration the executor audits the model with (it trusts only its own rebuild)."""
+    if trained_on is None:
+        if features is not None or label is not None:
+            raise PublishError("features and label need trained_on")
+        return {}
+    from veil.sdk.dp import table
+
+    names = getattr(model, "feature_names_in_", None)
+    chosen = list(features) if features is not None else (
+        None if names is None else [str(n) for n in names])
+    if not chosen or label is None:
+        raise PublishError("an audited model needs its features (or feature_names_in_) and "
+                           "its label column")
+    return {"trained_on": table(trained_on).model_dump(mode="json"), "features": chosen,
+            "label": label}
+
+
 def _preview(value: Any) -> tuple[str, bytes] | None:
     from veil.privacy.mechanisms import DPResult
+    from veil.privacy.training import DPModel
     from veil.sdk.dp import Query
 
     if not isinstance(value, Query) or value.result is None:
         return None
-    if isinstance(value.result, DPResult):
+    if isinstance(value.result, DPResult | DPModel):
         return "json", json.dumps(value.result.to_json()).encode()
     buf = io.BytesIO()
     value.result.table.to_parquet(buf, index=False)
@@ -115,6 +148,9 @@ def _serialise(value: Any,
         return "table", buf.getvalue(), meta
     if count_column is not None:
         raise PublishError("count_column applies to DataFrames only")
+    model = _model(value)
+    if model is not None:
+        return model
     if _is_figure(value):
         buf = io.BytesIO()
         value.savefig(buf, format="png")
@@ -126,6 +162,25 @@ def _serialise(value: Any,
             raise PublishError(f"dict output is not JSON-serialisable: {exc}") from None
     scalar = _scalar(value)
     return "scalar", json.dumps({"value": scalar}, allow_nan=False).encode(), {}
+
+
+def _model(value: Any) -> tuple[OutputKind, bytes, dict[str, Any]] | None:
+    """A scikit-learn estimator (skops) or numpy arrays (npz); None if ``value`` is neither."""
+    import numpy as np
+
+    from veil.privacy.model_io import ModelFormatError, describe, dump_model
+
+    is_arrays = isinstance(value, np.ndarray) or (isinstance(value, dict) and bool(value) and all(
+        isinstance(v, np.ndarray) for v in value.values()))
+    if not is_arrays and not type(value).__module__.startswith("sklearn."):
+        return None
+    try:
+        fmt, data = dump_model(value)
+    except ModelFormatError as exc:
+        raise PublishError(str(exc)) from None
+    loaded = value if fmt == "skops" else {"array": value} if isinstance(value, np.ndarray) \
+        else value
+    return "model", data, describe(loaded, fmt, len(data)).meta()
 
 
 def _scalar(value: Any) -> Any:
