@@ -11,6 +11,7 @@ does any DP-SGD library; the gap is a relative error near n * 2**-53 of the clip
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,14 +23,23 @@ from veil.privacy.errors import InvalidParameterError
 dp.enable_features("contrib")
 
 
+_FEATURES_LOCK = threading.Lock()
+
+
 @contextmanager
 def features(*names: str) -> Iterator[None]:
-    """Enable extra OpenDP features only while measurements are built (see the docstring)."""
-    dp.enable_features(*names)
-    try:
-        yield
-    finally:
-        dp.disable_features(*names)
+    """Enable extra OpenDP features only while measurements are built (see the docstring).
+
+    OpenDP's features are process-wide: the lock keeps two builders (worker threads) from
+    switching them off under each other. Veil's other mechanisms never rely on OpenDP refusing
+    for lack of these features, so the window does not weaken them.
+    """
+    with _FEATURES_LOCK:
+        dp.enable_features(*names)
+        try:
+            yield
+        finally:
+            dp.disable_features(*names)
 
 #: Default neighbouring relation: datasets differing by one added or removed row. A declared
 #: query over a dataset with a privacy unit (see ``veil.privacy.plans``) passes the unit's
