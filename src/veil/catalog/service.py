@@ -27,6 +27,7 @@ from veil.crypto.envelope import DataKey, DecryptingReader, EncryptingWriter
 from veil.crypto.keyring import LocalKeyring
 from veil.identity import Caller, Conflict, Forbidden, NotFound, Role, check_name
 from veil.store.blobs import BlobStore
+from veil.store.db import Database
 from veil.store.models import Dataset, DatasetView, Party
 
 VIEW_PREFERENCE = ("synthetic", "sample", "mock")
@@ -69,54 +70,72 @@ class Catalog:
                      detail={"name": name})
         return dataset
 
-    def ingest_data(self, session: Session, caller: Caller, dataset_id: str, source: IO[bytes],
-                    *, filename: str, max_bytes: int) -> Dataset:
-        """Encrypt and store the data and its views; nothing is kept unless all succeeds."""
-        dataset = self._own_dataset(session, caller, dataset_id)
-        if dataset.status != "draft":
-            raise Conflict("dataset data is immutable once uploaded; create a new dataset")
-        policy = DatasetPolicy.model_validate(dataset.policy)
+    def ingest_data(self, db: Database, caller: Caller, dataset_id: str, source: IO[bytes],
+                    *, filename: str, max_bytes: int) -> None:
+        """Encrypt and store the data and its views; nothing is kept unless all succeeds.
+
+        Three steps, so that no DB transaction (on SQLite: the write lock) is held while the
+        body streams in and the views are built: check the draft, ingest into staged blobs
+        with no transaction open, then check again and publish in one short transaction.
+        """
+        with db.transaction() as session:
+            dataset = self.own_dataset(session, caller, dataset_id)
+            if dataset.status != "draft":
+                raise Conflict("dataset data is immutable once uploaded; create a new dataset")
+            policy_doc = dataset.policy
+            party_id = dataset.party_id
+        policy = DatasetPolicy.model_validate(policy_doc)
         dek = DataKey.generate()
-        key = f"datasets/{dataset.id}/data.enc"
+        key = f"datasets/{dataset_id}/data.enc"
         staged = self.blobs.staging_path(key)
         view_paths: list[tuple[Path, str]] = []
         builders = view_builders_for(policy)
         try:
             result = ingest(source, filename=filename, max_bytes=max_bytes, dest=staged, dek=dek,
-                            context=_context(dataset.id, "data"), views=builders, policy=policy)
+                            context=_context(dataset_id, "data"), views=builders, policy=policy)
             views: list[DatasetView] = []
             for kind, frame in result.views.items():
-                view_key = f"datasets/{dataset.id}/view-{kind}.enc"
+                view_key = f"datasets/{dataset_id}/view-{kind}.enc"
                 view_staged = self.blobs.staging_path(view_key)
                 with view_staged.open("wb") as fh, EncryptingWriter(
-                        fh, dek, context=_context(dataset.id, f"view:{kind}")) as writer:
+                        fh, dek, context=_context(dataset_id, f"view:{kind}")) as writer:
                     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), writer)
                 view_paths.append((view_staged, view_key))
-                views.append(DatasetView(dataset_id=dataset.id, kind=kind, rows=len(frame),
+                views.append(DatasetView(dataset_id=dataset_id, kind=kind, rows=len(frame),
                                          meta=_view_meta(builders, kind)))
+            wrapped = self.keyring.kek(party_id).wrap(dek, context=_context(dataset_id, "data"))
+            with db.transaction() as session:
+                dataset = self.own_dataset(session, caller, dataset_id, lock=True)
+                # A concurrent upload may have won, or the draft's policy may have been
+                # replaced while this one streamed in (the views were built under the old one).
+                if dataset.status != "draft":
+                    raise Conflict("dataset data is immutable once uploaded; "
+                                   "create a new dataset")
+                if dataset.policy != policy_doc:
+                    raise Conflict("the dataset policy changed during the upload; upload again")
+                self.blobs.commit(staged, key)
+                for path, view_key in view_paths:
+                    self.blobs.commit(path, view_key)
+                dataset.status = "ready"
+                dataset.schema = result.schema.model_dump(mode="json")
+                dataset.rows = result.rows
+                dataset.bytes_in = result.bytes_in
+                dataset.content_digest = result.content_digest
+                dataset.stored_digest = result.stored_digest
+                dataset.wrapped_key = wrapped
+                for view in views:
+                    session.add(view)
+                audit.record(session, actor=caller.actor, action="dataset.uploaded",
+                             subject=dataset.id,
+                             detail={"rows": result.rows, "digest": result.content_digest,
+                                     "views": sorted(result.views),
+                                     "dp_spent": {v.kind: v.meta["dp"] for v in views
+                                                  if "dp" in v.meta}})
         except BaseException:
             staged.unlink(missing_ok=True)
             for path, _ in view_paths:
                 path.unlink(missing_ok=True)
             raise
-        self.blobs.commit(staged, key)
-        for path, view_key in view_paths:
-            self.blobs.commit(path, view_key)
-        dataset.status = "ready"
-        dataset.schema = result.schema.model_dump(mode="json")
-        dataset.rows = result.rows
-        dataset.bytes_in = result.bytes_in
-        dataset.content_digest = result.content_digest
-        dataset.stored_digest = result.stored_digest
-        dataset.wrapped_key = self.keyring.kek(dataset.party_id).wrap(
-            dek, context=_context(dataset.id, "data"))
-        for view in views:
-            session.add(view)
-        audit.record(session, actor=caller.actor, action="dataset.uploaded", subject=dataset.id,
-                     detail={"rows": result.rows, "digest": result.content_digest,
-                             "views": sorted(result.views),
-                             "dp_spent": {v.kind: v.meta["dp"] for v in views if "dp" in v.meta}})
-        return dataset
 
     def discard_blobs(self, dataset_id: str) -> None:
         self.blobs.delete_prefix(f"datasets/{dataset_id}")
@@ -167,8 +186,11 @@ class Catalog:
                      subject=dataset.id, detail={"kind": kind})
         return kind, plain
 
-    def _own_dataset(self, session: Session, caller: Caller, dataset_id: str) -> Dataset:
-        dataset = session.get(Dataset, dataset_id)
+    def own_dataset(self, session: Session, caller: Caller, dataset_id: str, *,
+                    lock: bool = False) -> Dataset:
+        """The caller's own dataset; `lock` takes its row lock (FOR UPDATE; a no-op on SQLite,
+        whose transactions already hold the write lock)."""
+        dataset = session.get(Dataset, dataset_id, with_for_update=lock)
         if dataset is None or caller.role is not Role.PROVIDER \
                 or dataset.party_id != caller.party_id:
             raise NotFound("no such dataset of yours")

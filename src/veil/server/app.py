@@ -55,7 +55,9 @@ def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
         app.add_exception_handler(exc_type, _handler(status))
 
     @app.get("/healthz")
-    def healthz() -> dict[str, object]:
+    async def healthz() -> dict[str, object]:
+        # On the event loop, not the thread pool: it must answer even when every pool
+        # thread waits on the database.
         return {"status": "ok", "version": __version__,
                 "insecure_dev": platform.settings.insecure_dev}
 
