@@ -154,7 +154,7 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path, database_url: str) -> None
         server = _serve(home, port, tmp_path / "log", database_url)
         _healthy(url)
         done = wait(w.researcher, job["id"], FINAL, timeout=120)
-        assert done["state"] == "output_review", done
+        assert done["state"] == "output_review", (done["result"], done["transitions"])
         reasons = [t["reason"] for t in done["transitions"] if t["actor"] == "system:recovery"]
         assert reasons and "re-queued" in reasons[0]
         assert done["attempts"] == 2

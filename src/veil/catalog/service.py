@@ -25,7 +25,13 @@ from veil.catalog.policy import DatasetPolicy, parse_policy
 from veil.catalog.views import view_builders_for
 from veil.crypto.envelope import DataKey, DecryptingReader, EncryptingWriter
 from veil.crypto.keyring import LocalKeyring
-from veil.identity import Caller, Conflict, Forbidden, NotFound, Role, check_name
+from veil.identity import Caller, Conflict, Forbidden, NotFound, Role
+from veil.names import (
+    check_dataset,
+    dataset_blob_prefix,
+    dataset_data_key,
+    dataset_view_key,
+)
 from veil.store.blobs import BlobStore
 from veil.store.db import Database
 from veil.store.models import Dataset, DatasetView, Party
@@ -51,7 +57,7 @@ class Catalog:
                      policy_format: str) -> Dataset:
         if caller.role is not Role.PROVIDER or caller.party_id is None:
             raise Forbidden("only providers create datasets")
-        check_name(name, "dataset")
+        check_dataset(name)
         policy = parse_policy(policy_text, format=policy_format)  # type: ignore[arg-type]
         existing = session.execute(
             select(Dataset).where(Dataset.party_id == caller.party_id, Dataset.name == name)
@@ -86,7 +92,7 @@ class Catalog:
             party_id = dataset.party_id
         policy = DatasetPolicy.model_validate(policy_doc)
         dek = DataKey.generate()
-        key = f"datasets/{dataset_id}/data.enc"
+        key = dataset_data_key(dataset_id)
         staged = self.blobs.staging_path(key)
         view_paths: list[tuple[Path, str]] = []
         builders = view_builders_for(policy)
@@ -95,7 +101,7 @@ class Catalog:
                             context=_context(dataset_id, "data"), views=builders, policy=policy)
             views: list[DatasetView] = []
             for kind, frame in result.views.items():
-                view_key = f"datasets/{dataset_id}/view-{kind}.enc"
+                view_key = dataset_view_key(dataset_id, kind)
                 view_staged = self.blobs.staging_path(view_key)
                 with view_staged.open("wb") as fh, EncryptingWriter(
                         fh, dek, context=_context(dataset_id, f"view:{kind}")) as writer:
@@ -138,7 +144,7 @@ class Catalog:
             raise
 
     def discard_blobs(self, dataset_id: str) -> None:
-        self.blobs.delete_prefix(f"datasets/{dataset_id}")
+        self.blobs.delete_prefix(dataset_blob_prefix(dataset_id))
 
     # -- reads ------------------------------------------------------------------------------
     def visible(self, session: Session, caller: Caller) -> Sequence[Dataset]:
@@ -178,7 +184,7 @@ class Catalog:
             kind = next((k for k in VIEW_PREFERENCE if k in available), None)
         if kind is None or kind not in available:
             raise NotFound(f"dataset {full_name!r} has no {kind or 'stage-1'} view")
-        key = f"datasets/{dataset.id}/view-{kind}.enc"
+        key = dataset_view_key(dataset.id, kind)
         with self.blobs.path(key).open("rb") as fh:
             plain = DecryptingReader(fh, self.data_key(dataset),
                                      context=_context(dataset.id, f"view:{kind}")).read()

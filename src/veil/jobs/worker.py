@@ -27,6 +27,7 @@ from veil.catalog.service import Catalog, policy_of
 from veil.jobs.launcher import AttestationServices, JobLaunch, LaunchError, plan_launch
 from veil.jobs.lifecycle import StaleState, State, transition
 from veil.jobs.service import load_bundle
+from veil.names import output_blob_key
 from veil.release import PENDING, Decision, InputRules, ManifestError, evaluate, ledger
 from veil.store.db import Database
 from veil.store.models import Job, Output, utcnow
@@ -205,7 +206,7 @@ class Worker:
 
     def _store_output(self, session: Session, job: Job, decision: Decision) -> None:
         entry = decision.entry
-        self.catalog.blobs.put(f"jobs/{job.id}/outputs/{entry.name}", decision.path.read_bytes())
+        self.catalog.blobs.put(output_blob_key(job.id, entry.name), decision.path.read_bytes())
         session.add(Output(job_id=job.id, name=entry.name, kind=entry.kind,
                            media_type=decision.media_type, sha256=entry.sha256, size=entry.size,
                            status=decision.status, reason=decision.reason,

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from veil.identity import Caller, NotFound, Role
 from veil.jobs import service
 from veil.jobs.bundle import BundleError
+from veil.names import output_blob_key
 from veil.server.deps import CallerDep, PlatformDep, require
 from veil.server.platform import Platform
 
@@ -134,6 +135,6 @@ def review(job_id: str, name: str, body: Review, caller: Provider,
 def download(job_id: str, name: str, caller: CallerDep, platform: PlatformDep) -> Response:
     with platform.db.transaction() as session:
         output = service.output_for_download(session, caller, job_id, name)
-        data = platform.catalog.blobs.get(f"jobs/{job_id}/outputs/{output.name}")
-        return Response(data, media_type=output.media_type,
-                        headers={"X-Veil-Sha256": output.sha256})
+    # Read after the transaction: an output can be large, and released outputs never change.
+    data = platform.catalog.blobs.get(output_blob_key(job_id, output.name))
+    return Response(data, media_type=output.media_type, headers={"X-Veil-Sha256": output.sha256})
