@@ -7,8 +7,9 @@ Starts `veil serve --workers 0` in a fresh home (the jobs stay pending approval,
 measures the API and the database, not the sandbox), creates a provider and a consumer,
 then fires every request at once: job submits, reads (job list, dataset list, dataset
 detail, stage-1 view) and uploads, while polling /healthz. Prints p50/p99 latency per route
-and the number of 5xx answers. `--database-url` must name an empty database (see
-scripts/start-postgres.sh); without it the server uses SQLite in the temporary home.
+and the number of 5xx answers (a request unanswered after --timeout counts as one).
+`--database-url` must name an empty database (see scripts/start-postgres.sh); without it
+the server uses SQLite in the temporary home. Exits non-zero if any request failed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -58,14 +60,21 @@ class Recorder:
     def __init__(self) -> None:
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, int] = defaultdict(int)
-        self.statuses: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        self.statuses: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     async def call(self, http: httpx.AsyncClient, route: str, method: str, path: str,
-                   **kw: object) -> httpx.Response:
+                   **kw: object) -> httpx.Response | None:
+        """One request; no answer within the client timeout counts as a failure ("timeout")."""
         start = time.perf_counter()
-        response = await http.request(method, path, **kw)  # type: ignore[arg-type]
+        try:
+            response = await http.request(method, path, **kw)  # type: ignore[arg-type]
+        except httpx.TimeoutException:
+            self.latency[route].append(time.perf_counter() - start)
+            self.statuses[route]["timeout"] += 1
+            self.errors[route] += 1
+            return None
         self.latency[route].append(time.perf_counter() - start)
-        self.statuses[route][response.status_code] += 1
+        self.statuses[route][str(response.status_code)] += 1
         if response.status_code >= 500:
             self.errors[route] += 1
         return response
@@ -74,7 +83,7 @@ class Recorder:
 async def _run(url: str, admin: str, args: argparse.Namespace) -> Recorder:
     rec = Recorder()
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=args.timeout, limits=limits) as http:
         def auth(token: str) -> dict[str, str]:
             return {"Authorization": f"Bearer {token}"}
 
@@ -95,7 +104,7 @@ async def _run(url: str, admin: str, args: argparse.Namespace) -> Recorder:
             r = await rec.call(http, "POST /datasets", "POST", "/api/v1/datasets",
                                headers=auth(provider),
                                json={"name": name, "policy": POLICY, "policy_format": "toml"})
-            if r.status_code == 201:
+            if r is not None and r.status_code == 201:
                 await rec.call(http, "PUT /datasets/{id}/data", "PUT",
                                f"/api/v1/datasets/{r.json()['id']}/data",
                                params={"filename": f"{name}.csv"}, content=_csv(rows),
@@ -147,9 +156,13 @@ def main() -> int:
     parser.add_argument("--reads", type=int, default=200)
     parser.add_argument("--uploads", type=int, default=3)
     parser.add_argument("--upload-rows", type=int, default=20_000)
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds a request may take before it counts as failed")
     parser.add_argument("--database-url", default=None,
                         help="SQLAlchemy URL of an EMPTY database (default: SQLite in a temp home)")
     args = parser.parse_args()
+    # `timeout`/CI send SIGTERM: exit through the finally below, which stops the server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     with tempfile.TemporaryDirectory(prefix="veil-load-") as tmp:
         env = {**os.environ, "VEIL_HOME": tmp}
@@ -182,7 +195,11 @@ def main() -> int:
                 print("server errors:", *sorted(errors)[:10], sep="\n  ", file=sys.stderr)
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # stuck requests keep uvicorn from exiting
+                server.kill()
+                server.wait()
             log.close()
 
     db = "PostgreSQL" if args.database_url else "SQLite"
@@ -191,11 +208,11 @@ def main() -> int:
     print(f"{'route':28} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}  statuses")
     for route in sorted(rec.latency):
         ms = [v * 1000 for v in rec.latency[route]]
-        codes = ", ".join(f"{c}x{n}" for c, n in sorted(rec.statuses[route].items()))
+        codes = ", ".join(f"{c} x{n}" for c, n in sorted(rec.statuses[route].items()))
         print(f"{route:28} {len(ms):5d} {statistics.median(ms):9.0f} {_quantile(ms, 0.99):9.0f} "
               f"{max(ms):9.0f}  {codes}")
     total_5xx = sum(rec.errors.values())
-    print(f"5xx answers: {total_5xx}")
+    print(f"5xx answers or timeouts: {total_5xx}")
     return 1 if total_5xx else 0
 
 
