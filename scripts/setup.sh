@@ -25,5 +25,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 echo "setup: installing veil and its dependencies into .venv"
-.venv/bin/python -m pip install -q -e ".[dev,tpm,bench]"
+.venv/bin/python -m pip install -q -e ".[dev,tpm,bench,postgres]"
 echo "setup: done. Try: .venv/bin/veil demo"

@@ -1,17 +1,54 @@
-"""Shared fixtures: a real Veil server on loopback, with identities."""
+"""Shared fixtures: a real Veil server on loopback, with identities.
+
+With `VEIL_TEST_DATABASE_URL` set (see scripts/start-postgres.sh), every server started here
+and every `database_url` fixture gets its own fresh database on that PostgreSQL server,
+dropped afterwards; without it they use SQLite files in the test's temporary folder.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).parent
+TEST_DATABASE_URL = os.environ.get("VEIL_TEST_DATABASE_URL") or None
+
+
+@contextmanager
+def fresh_database() -> Iterator[str | None]:
+    """A new, empty PostgreSQL database for one test, or None (use SQLite) when not configured."""
+    if TEST_DATABASE_URL is None:
+        yield None
+        return
+    from sqlalchemy import create_engine, make_url, text
+
+    base = make_url(TEST_DATABASE_URL)
+    name = f"veil_t_{secrets.token_hex(6)}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture()
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A SQLAlchemy URL of an empty database: PostgreSQL when configured, else SQLite."""
+    with fresh_database() as url:
+        yield url or f"sqlite:///{tmp_path / 'test.sqlite'}"
 
 
 @dataclass
@@ -34,16 +71,24 @@ def _free_port() -> int:
 
 def start_server(home: Path, *, workers: int = 1, limits: object = None,
                  **settings_kw: object) -> Iterator[LiveServer]:
+    from veil.settings import Settings
+
+    with fresh_database() as url:
+        if url is not None:
+            settings_kw.setdefault("database_url", url)
+        settings = Settings(home=home, **settings_kw)  # type: ignore[arg-type]
+        yield from _serve(settings, workers=workers, limits=limits)
+
+
+def _serve(settings: object, *, workers: int, limits: object) -> Iterator[LiveServer]:
     import uvicorn
 
     from veil.identity import Role, create_user
     from veil.server.app import create_app
     from veil.server.platform import create_platform
-    from veil.settings import Settings
     from veil.tee.sandbox import SandboxLimits
 
-    settings = Settings(home=home, **settings_kw)  # type: ignore[arg-type]
-    platform = create_platform(settings)
+    platform = create_platform(settings)  # type: ignore[arg-type]
     with platform.db.transaction() as session:
         _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="test")
     limits = limits or SandboxLimits(cpu_seconds=60, memory_bytes=2 * 1024**3, wall_seconds=120,

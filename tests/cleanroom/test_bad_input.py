@@ -125,3 +125,34 @@ def test_empty_notebook_cells_still_digest(tmp_path: Path) -> None:
     nb = notebook("print(1)")
     a = make_bundle({"a.ipynb": nb}, entrypoint="a.ipynb", inputs=["h/v"]).digest
     assert a.startswith("sha256:") and len(a) == 71
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_infinite_floats_are_refused_and_nothing_stored(live_server, tmp_path: Path,
+                                                        value: str) -> None:
+    """±inf has no meaning in a view's range, in JSON statistics or under DP clamping."""
+    w = make_world(live_server)
+    rows = "".join(f"{i},{value if i == 7 else i * 1.5}\n" for i in range(40))
+    with pytest.raises(ApiError) as err:
+        upload_csv(w.hospital, tmp_path, "visits", "patient_id,cost\n" + rows)
+    assert err.value.status == 422
+    assert "'cost'" in err.value.detail and "infinite" in err.value.detail
+    assert _blob_files(live_server) == []
+    assert _dataset_status(w.hospital, "hospital/visits") == "draft"
+
+
+def test_floats_at_the_edge_of_the_range_get_a_finite_mock_view(live_server,
+                                                                tmp_path: Path) -> None:
+    import io
+    import math
+
+    import pandas as pd
+
+    w = make_world(live_server)
+    edge = ["1.797e308", "-1.797e308", "0", "2.5"]
+    rows = "".join(f"{i},{edge[i % 4]}\n" for i in range(40))
+    info = upload_csv(w.hospital, tmp_path, "visits", "patient_id,cost\n" + rows)
+    assert info["rows"] == 40 and "mock" in info["views"]
+    _, data = w.researcher.view("hospital/visits", kind="mock")
+    costs = pd.read_parquet(io.BytesIO(data))["cost"].dropna()
+    assert len(costs) > 0 and all(math.isfinite(c) for c in costs)

@@ -65,13 +65,16 @@ def test_dp_outputs_are_charged_and_refused_past_the_budget(live_server, tmp_pat
     assert w.researcher.budgets()[0]["epsilon_left"] == pytest.approx(0.2, abs=1e-6)
 
 
-def test_racing_releases_never_overspend(tmp_path: Path) -> None:
-    """Eight releases race on one budget of 1.0, each 0.3: exactly three may win."""
+def test_racing_releases_never_overspend(tmp_path: Path, database_url: str) -> None:
+    """Eight releases race on one budget of 1.0, each 0.3: exactly three may win.
+
+    Each racer has its own engine, as separate worker processes would.
+    """
     from veil.release import TO_CHARGE, Decision, OutputEntry, ledger
-    from veil.store import open_database
+    from veil.store import Database, open_database
     from veil.store.models import Dataset, Party
 
-    db = open_database(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    db = open_database(database_url)
     with db.transaction() as session:
         owner, consumer = Party(name="hospital"), Party(name="lab")
         session.add_all([owner, consumer])
@@ -87,11 +90,13 @@ def test_racing_releases_never_overspend(tmp_path: Path) -> None:
     def release(i: int) -> None:
         entry = OutputEntry(name=f"o{i}", kind="dp", file=f"o{i}.json", sha256="0" * 64, size=0)
         decision = Decision(entry, tmp_path, TO_CHARGE, None, {"epsilon": 0.3, "delta": 0.0})
+        own = Database(database_url)
         barrier.wait()
-        with db.transaction() as session:
+        with own.transaction() as session:
             ds = session.get(Dataset, dataset_id)
             ledger.charge(session, job_id=None, party_id=party_id,  # type: ignore[arg-type]
                           datasets=[ds], decisions=[decision])
+        own.dispose()
         results.append(decision.status)
 
     threads = [threading.Thread(target=release, args=(i,)) for i in range(8)]

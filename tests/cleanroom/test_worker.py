@@ -105,8 +105,8 @@ def test_racing_claims_give_a_job_to_exactly_one_worker(tmp_path: Path) -> None:
         next(gen, None)
 
 
-def _serve(home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "VEIL_WORKER_LEASE_S": "2"}
+def _serve(home: Path, port: int, log: Path, db_url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "VEIL_WORKER_LEASE_S": "2", "VEIL_DATABASE_URL": db_url}
     with log.open("ab") as fh:
         return subprocess.Popen([sys.executable, "-m", "veil", "serve", "--port", str(port),
                                  "--home", str(home)], stdout=fh, stderr=subprocess.STDOUT,
@@ -124,7 +124,7 @@ def _healthy(url: str) -> None:
     raise AssertionError("server did not start")
 
 
-def test_a_killed_worker_loses_no_job(tmp_path: Path) -> None:
+def test_a_killed_worker_loses_no_job(tmp_path: Path, database_url: str) -> None:
     """SIGKILL the server mid-run; on restart the job is re-queued and completes."""
     from tests.conftest import LiveServer, _free_port
     from veil.identity import Role, create_user
@@ -132,7 +132,7 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path) -> None:
     from veil.store import open_database
 
     home = tmp_path / "home"
-    settings = Settings(home=home)
+    settings = Settings(home=home, database_url=database_url)
     settings.ensure_dirs()
     db = open_database(settings.db_url)
     with db.transaction() as session:
@@ -140,7 +140,7 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path) -> None:
     db.dispose()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _serve(home, port, tmp_path / "log")
+    server = _serve(home, port, tmp_path / "log", database_url)
     try:
         _healthy(url)
         w = make_world(LiveServer(url, None, admin_token))
@@ -152,10 +152,10 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path) -> None:
         wait(w.researcher, job["id"], {"running"}, timeout=60)
         server.send_signal(signal.SIGKILL)
         server.wait()
-        server = _serve(home, port, tmp_path / "log")
+        server = _serve(home, port, tmp_path / "log", database_url)
         _healthy(url)
         done = wait(w.researcher, job["id"], FINAL, timeout=120)
-        assert done["state"] == "output_review", done
+        assert done["state"] == "output_review", (done["result"], done["transitions"])
         reasons = [t["reason"] for t in done["transitions"] if t["actor"] == "system:recovery"]
         assert reasons and "re-queued" in reasons[0]
         assert done["attempts"] == 2

@@ -15,13 +15,20 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from veil.errors import VeilError
 from veil.store.models import AuditEvent, utcnow
 
 GENESIS = "0" * 64
 
 
-class AuditChainBroken(Exception):
-    pass
+class AuditChainBroken(VeilError):
+    """A stored event does not match its hash or its predecessor's; `seq` is the first such."""
+
+    status_hint = 409
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        super().__init__(f"audit chain broken at event {seq}")
 
 
 def _timestamp(at: datetime) -> str:
@@ -70,7 +77,7 @@ def verify_chain(session: Session) -> int:
         expected = _link_hash(prev, event.seq, event.at, event.actor, event.action, event.subject,
                               event.detail)
         if event.prev_hash != prev or event.hash != expected:
-            raise AuditChainBroken(f"audit chain broken at event {event.seq}")
+            raise AuditChainBroken(event.seq)
         prev = event.hash
         count += 1
     return count

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from veil.errors import VeilError
+
 __all__ = [
     "CatalogError",
     "MalformedUpload",
@@ -13,8 +15,10 @@ __all__ = [
 ]
 
 
-class CatalogError(Exception):
+class CatalogError(VeilError):
     """Base class for every catalog error."""
+
+    status_hint = 422
 
 
 class MalformedUpload(CatalogError):
@@ -23,6 +27,8 @@ class MalformedUpload(CatalogError):
 
 class UploadTooLarge(CatalogError):
     """The upload exceeded the configured byte limit."""
+
+    status_hint = 413
 
 
 class UnsupportedFormat(CatalogError):

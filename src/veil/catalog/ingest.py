@@ -29,6 +29,7 @@ from typing import IO, Any, Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -419,6 +420,7 @@ def ingest(
                         if batch.num_rows == 0:
                             continue
                         rows += batch.num_rows
+                        _check_finite(batch)
                         inferrer.observe(batch)
                         for view in views:
                             view.observe(batch)
@@ -452,6 +454,20 @@ def ingest(
                 obj.close()
         for path in cleanup:
             path.unlink(missing_ok=True)
+
+
+def _check_finite(batch: pa.RecordBatch) -> None:
+    """Refuse ±inf in float columns.
+
+    Nothing downstream has a meaning for them: a stage-1 view would have to publish an
+    infinite range, schema statistics are JSON (which has no infinity; PostgreSQL refuses
+    it), and DP clamping would silently turn them into a bound. The provider decides what
+    they stand for (null, a cap) before uploading.
+    """
+    for col, column in zip(batch.schema, batch.columns, strict=True):
+        if pa.types.is_floating(col.type) and pc.any(pc.is_inf(column)).as_py():
+            raise MalformedUpload(f"column {col.name!r} has infinite values; replace them "
+                                  "with empty cells (null) or a finite cap before uploading")
 
 
 def read_dataset(path: Path, dek: DataKey, *, context: bytes) -> Iterator[pa.RecordBatch]:

@@ -11,10 +11,19 @@ import re
 import tomllib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from veil.catalog.errors import PolicyError
 from veil.catalog.schema import ColumnType
+from veil.names import check_backend, check_party
 from veil.privacy.accounting import BudgetPolicy
 
 __all__ = [
@@ -32,11 +41,15 @@ __all__ = [
     "parse_policy",
 ]
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}$")
-_BACKEND = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
-_Name = Annotated[str, Field(pattern=_NAME.pattern)]
+
+def _consumer(name: str) -> str:
+    # Consumers are parties: a name no party can ever have would be a grant to no one.
+    return check_party(name, "consumer party")
+
+
+_Consumer = Annotated[str, AfterValidator(_consumer)]
 
 
 class _Strict(BaseModel):
@@ -59,7 +72,7 @@ class ApprovalSpec(_Strict):
     @classmethod
     def _digests(cls, v: list[str]) -> list[str]:
         for d in v:
-            if not _DIGEST.match(d):
+            if not _DIGEST.fullmatch(d):
                 raise ValueError("each digest must look like 'sha256:<64 lowercase hex>'")
         return _unique(v, "auto_digests")
 
@@ -149,8 +162,7 @@ class AttestationSpec(_Strict):
     @classmethod
     def _backends(cls, v: list[str]) -> list[str]:
         for b in v:
-            if not _BACKEND.match(b):
-                raise ValueError("backend names are lowercase letters, digits and '-'")
+            check_backend(b)
         return _unique(v, "attestation.allowed_backends")
 
 
@@ -188,7 +200,7 @@ class DatasetPolicy(_Strict):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
-    consumers: list[_Name] = Field(default_factory=list)
+    consumers: list[_Consumer] = Field(default_factory=list)
     approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
     min_group_size: int = Field(default=10, ge=1)
     allowed_backends: list[str] = Field(default_factory=lambda: ["local-sandbox"], min_length=1)
@@ -215,8 +227,7 @@ class DatasetPolicy(_Strict):
     @classmethod
     def _backends(cls, v: list[str]) -> list[str]:
         for b in v:
-            if not _BACKEND.match(b):
-                raise ValueError("backend names are lowercase letters, digits and '-'")
+            check_backend(b)
         return _unique(v, "allowed_backends")
 
     @field_validator("categories")

@@ -26,8 +26,16 @@ from veil.catalog.policy import DatasetPolicy, parse_policy
 from veil.catalog.views import view_builders_for
 from veil.crypto.envelope import DataKey, DecryptingReader, EncryptingWriter
 from veil.crypto.keyring import LocalKeyring
-from veil.identity import Caller, Conflict, Forbidden, NotFound, Role, check_name
+from veil.identity import Caller, Conflict, Forbidden, NotFound, Role
+from veil.names import (
+    check_dataset,
+    dataset_blob_prefix,
+    dataset_data_key,
+    dataset_view_key,
+    output_blob_key,
+)
 from veil.store.blobs import BlobStore
+from veil.store.db import Database
 from veil.store.models import Dataset, DatasetView, Job, Party
 
 VIEW_PREFERENCE = ("synthetic", "sample", "mock")
@@ -51,7 +59,7 @@ class Catalog:
                      policy_format: str) -> Dataset:
         if caller.role is not Role.PROVIDER or caller.party_id is None:
             raise Forbidden("only providers create datasets")
-        check_name(name, "dataset")
+        check_dataset(name)
         policy = parse_policy(policy_text, format=policy_format)  # type: ignore[arg-type]
         existing = session.execute(
             select(Dataset).where(Dataset.party_id == caller.party_id, Dataset.name == name)
@@ -70,54 +78,72 @@ class Catalog:
                      detail={"name": name})
         return dataset
 
-    def ingest_data(self, session: Session, caller: Caller, dataset_id: str, source: IO[bytes],
-                    *, filename: str, max_bytes: int) -> Dataset:
-        """Encrypt and store the data and its views; nothing is kept unless all succeeds."""
-        dataset = self._own_dataset(session, caller, dataset_id)
-        if dataset.status != "draft":
-            raise Conflict("dataset data is immutable once uploaded; create a new dataset")
-        policy = DatasetPolicy.model_validate(dataset.policy)
+    def ingest_data(self, db: Database, caller: Caller, dataset_id: str, source: IO[bytes],
+                    *, filename: str, max_bytes: int) -> None:
+        """Encrypt and store the data and its views; nothing is kept unless all succeeds.
+
+        Three steps, so that no DB transaction (on SQLite: the write lock) is held while the
+        body streams in and the views are built: check the draft, ingest into staged blobs
+        with no transaction open, then check again and publish in one short transaction.
+        """
+        with db.transaction() as session:
+            dataset = self.own_dataset(session, caller, dataset_id)
+            if dataset.status != "draft":
+                raise Conflict("dataset data is immutable once uploaded; create a new dataset")
+            policy_doc = dataset.policy
+            party_id = dataset.party_id
+        policy = DatasetPolicy.model_validate(policy_doc)
         dek = DataKey.generate()
-        key = f"datasets/{dataset.id}/data.enc"
+        key = dataset_data_key(dataset_id)
         staged = self.blobs.staging_path(key)
         view_paths: list[tuple[Path, str]] = []
         builders = view_builders_for(policy)
         try:
             result = ingest(source, filename=filename, max_bytes=max_bytes, dest=staged, dek=dek,
-                            context=_context(dataset.id, "data"), views=builders, policy=policy)
+                            context=_context(dataset_id, "data"), views=builders, policy=policy)
             views: list[DatasetView] = []
             for kind, frame in result.views.items():
-                view_key = f"datasets/{dataset.id}/view-{kind}.enc"
+                view_key = dataset_view_key(dataset_id, kind)
                 view_staged = self.blobs.staging_path(view_key)
                 with view_staged.open("wb") as fh, EncryptingWriter(
-                        fh, dek, context=_context(dataset.id, f"view:{kind}")) as writer:
+                        fh, dek, context=_context(dataset_id, f"view:{kind}")) as writer:
                     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), writer)
                 view_paths.append((view_staged, view_key))
-                views.append(DatasetView(dataset_id=dataset.id, kind=kind, rows=len(frame),
+                views.append(DatasetView(dataset_id=dataset_id, kind=kind, rows=len(frame),
                                          meta=_view_meta(builders, kind)))
+            wrapped = self.keyring.kek(party_id).wrap(dek, context=_context(dataset_id, "data"))
+            with db.transaction() as session:
+                dataset = self.own_dataset(session, caller, dataset_id, lock=True)
+                # A concurrent upload may have won, or the draft's policy may have been
+                # replaced while this one streamed in (the views were built under the old one).
+                if dataset.status != "draft":
+                    raise Conflict("dataset data is immutable once uploaded; "
+                                   "create a new dataset")
+                if dataset.policy != policy_doc:
+                    raise Conflict("the dataset policy changed during the upload; upload again")
+                self.blobs.commit(staged, key)
+                for path, view_key in view_paths:
+                    self.blobs.commit(path, view_key)
+                dataset.status = "ready"
+                dataset.schema = result.schema.model_dump(mode="json")
+                dataset.rows = result.rows
+                dataset.bytes_in = result.bytes_in
+                dataset.content_digest = result.content_digest
+                dataset.stored_digest = result.stored_digest
+                dataset.wrapped_key = wrapped
+                for view in views:
+                    session.add(view)
+                audit.record(session, actor=caller.actor, action="dataset.uploaded",
+                             subject=dataset.id,
+                             detail={"rows": result.rows, "digest": result.content_digest,
+                                     "views": sorted(result.views),
+                                     "dp_spent": {v.kind: v.meta["dp"] for v in views
+                                                  if "dp" in v.meta}})
         except BaseException:
             staged.unlink(missing_ok=True)
             for path, _ in view_paths:
                 path.unlink(missing_ok=True)
             raise
-        self.blobs.commit(staged, key)
-        for path, view_key in view_paths:
-            self.blobs.commit(path, view_key)
-        dataset.status = "ready"
-        dataset.schema = result.schema.model_dump(mode="json")
-        dataset.rows = result.rows
-        dataset.bytes_in = result.bytes_in
-        dataset.content_digest = result.content_digest
-        dataset.stored_digest = result.stored_digest
-        dataset.wrapped_key = self.keyring.kek(dataset.party_id).wrap(
-            dek, context=_context(dataset.id, "data"))
-        for view in views:
-            session.add(view)
-        audit.record(session, actor=caller.actor, action="dataset.uploaded", subject=dataset.id,
-                     detail={"rows": result.rows, "digest": result.content_digest,
-                             "views": sorted(result.views),
-                             "dp_spent": {v.kind: v.meta["dp"] for v in views if "dp" in v.meta}})
-        return dataset
 
     # -- job outputs: encrypted at rest like datasets --------------------------------------
     def put_output(self, job: Job, name: str, data: bytes) -> None:
@@ -128,21 +154,21 @@ class Catalog:
         sealed = io.BytesIO()
         with EncryptingWriter(sealed, dek, context=context) as writer:
             writer.write(data)
-        self.blobs.put(_output_key(job.id, name),
+        self.blobs.put(output_blob_key(job.id, name),
                        len(wrapped).to_bytes(2, "big") + wrapped + sealed.getvalue())
 
     def get_output(self, job: Job, name: str) -> bytes:
-        blob = self.blobs.get(_output_key(job.id, name))
+        blob = self.blobs.get(output_blob_key(job.id, name))
         size = int.from_bytes(blob[:2], "big")
         context = _output_context(job.id, name)
         dek = self.keyring.kek(job.party_id).unwrap(blob[2:2 + size], context=context)
         return DecryptingReader(io.BytesIO(blob[2 + size:]), dek, context=context).read()
 
     def delete_output(self, job: Job, name: str) -> None:
-        self.blobs.delete_prefix(_output_key(job.id, name))
+        self.blobs.delete_prefix(output_blob_key(job.id, name))
 
     def discard_blobs(self, dataset_id: str) -> None:
-        self.blobs.delete_prefix(f"datasets/{dataset_id}")
+        self.blobs.delete_prefix(dataset_blob_prefix(dataset_id))
 
     # -- reads ------------------------------------------------------------------------------
     def visible(self, session: Session, caller: Caller) -> Sequence[Dataset]:
@@ -182,7 +208,7 @@ class Catalog:
             kind = next((k for k in VIEW_PREFERENCE if k in available), None)
         if kind is None or kind not in available:
             raise NotFound(f"dataset {full_name!r} has no {kind or 'stage-1'} view")
-        key = f"datasets/{dataset.id}/view-{kind}.enc"
+        key = dataset_view_key(dataset.id, kind)
         with self.blobs.path(key).open("rb") as fh:
             plain = DecryptingReader(fh, self.data_key(dataset),
                                      context=_context(dataset.id, f"view:{kind}")).read()
@@ -190,8 +216,11 @@ class Catalog:
                      subject=dataset.id, detail={"kind": kind})
         return kind, plain
 
-    def _own_dataset(self, session: Session, caller: Caller, dataset_id: str) -> Dataset:
-        dataset = session.get(Dataset, dataset_id)
+    def own_dataset(self, session: Session, caller: Caller, dataset_id: str, *,
+                    lock: bool = False) -> Dataset:
+        """The caller's own dataset; `lock` takes its row lock (FOR UPDATE; a no-op on SQLite,
+        whose transactions already hold the write lock)."""
+        dataset = session.get(Dataset, dataset_id, with_for_update=lock)
         if dataset is None or caller.role is not Role.PROVIDER \
                 or dataset.party_id != caller.party_id:
             raise NotFound("no such dataset of yours")
@@ -210,10 +239,6 @@ def public_view_meta(meta: dict[str, Any]) -> dict[str, Any]:
 
 def policy_of(dataset: Dataset) -> DatasetPolicy:
     return DatasetPolicy.model_validate(dataset.policy)
-
-
-def _output_key(job_id: str, name: str) -> str:
-    return f"jobs/{job_id}/outputs/{name}"
 
 
 def _output_context(job_id: str, name: str) -> bytes:

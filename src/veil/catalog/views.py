@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import string
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -64,7 +65,9 @@ def _coarsen(lo: float, hi: float, *, integer: bool) -> tuple[float, float]:
     s = max(step(lo), step(hi))
     if integer:
         s = max(1.0, s)
-    return math.floor(lo / s) * s, math.ceil(hi / s) * s
+    # Near ±1.8e308 widening can overflow to ±inf; the largest finite float is the limit.
+    top = sys.float_info.max
+    return max(-top, math.floor(lo / s) * s), min(top, math.ceil(hi / s) * s)
 
 
 class _MockColumn:
@@ -107,6 +110,10 @@ class _MockColumn:
                 arr = arr.cast(pa.int32())
             elif pa.types.is_timestamp(t):
                 arr = arr.cast(pa.int64())
+            if pa.types.is_floating(t):
+                arr = arr.filter(pc.is_finite(arr))  # ingest refuses ±inf; NaN has no order
+                if len(arr) == 0:
+                    return
             mm = pc.min_max(arr)
             lo, hi = mm["min"].as_py(), mm["max"].as_py()
             if lo is None or (isinstance(lo, float) and math.isnan(lo)):
@@ -147,7 +154,8 @@ class _MockColumn:
                 return pa.nulls(n, type=t)
             if pa.types.is_floating(t):
                 lo, hi = _coarsen(float(self.lo), float(self.hi), integer=False)
-                values = rng.uniform(lo, hi, n)
+                # Drawn at half scale: hi - lo may exceed the largest float (e.g. ±1.7e308).
+                values = rng.uniform(lo / 2, hi / 2, n) * 2
             elif pa.types.is_integer(t):
                 lo, hi = _coarsen(float(self.lo), float(self.hi), integer=True)
                 values = rng.integers(int(lo), int(hi) + 1, n, dtype=np.int64)

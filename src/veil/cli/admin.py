@@ -19,6 +19,7 @@ def init(
 ) -> None:
     """Create the first admin and print its token (shown once; only its hash is stored)."""
     from veil.identity import IdentityError, Role, create_user, has_admin
+    from veil.names import InvalidName
     from veil.settings import Settings
     from veil.store import open_database
 
@@ -32,7 +33,7 @@ def init(
                 raise typer.Exit(1)
             _, token = create_user(session, name, role=Role.ADMIN, party=None,
                                    actor="cli:admin-init")
-    except IdentityError as exc:
+    except (IdentityError, InvalidName) as exc:
         err_console.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(1) from None
     finally:

@@ -37,11 +37,12 @@ def digest(
 ) -> None:
     """Recompute a bundle's digest locally: what providers approve."""
     from veil.jobs.bundle import RUNTIME, BundleError, make_bundle
+    from veil.names import InvalidName
 
     try:
         bundle = make_bundle(_read(files), entrypoint=files[0].name, inputs=inputs,
                              outputs=outputs, runtime=runtime or RUNTIME)
-    except BundleError as exc:
+    except (BundleError, InvalidName) as exc:
         err_console.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(1) from None
     console.print(bundle.digest, highlight=False)

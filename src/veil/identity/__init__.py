@@ -7,7 +7,6 @@ so a database leak does not leak credentials. Tokens are shown exactly once.
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from veil import audit
+from veil.errors import VeilError
+from veil.names import check_party, check_user
 from veil.store.models import ApiToken, Party, User
-
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class Role(StrEnum):
@@ -27,20 +26,22 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-class IdentityError(ValueError):
-    pass
+class IdentityError(VeilError, ValueError):
+    status_hint = 422
 
 
-class NotFound(LookupError):
+class NotFound(VeilError, LookupError):
     """Absent, or not visible to the caller: the two are deliberately indistinguishable."""
 
-
-class Forbidden(PermissionError):
-    pass
+    status_hint = 404
 
 
-class Conflict(ValueError):
-    pass
+class Forbidden(VeilError, PermissionError):
+    status_hint = 403
+
+
+class Conflict(VeilError, ValueError):
+    status_hint = 409
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,8 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def check_name(name: str, what: str) -> str:
-    if not _NAME.match(name):
-        raise IdentityError(f"invalid {what} name {name!r}: use a-z, 0-9, '-' or '_'")
-    return name
-
-
 def create_party(session: Session, name: str, *, actor: str) -> Party:
-    check_name(name, "party")
+    check_party(name)
     if session.execute(select(Party).where(Party.name == name)).scalar_one_or_none():
         raise IdentityError(f"party {name!r} already exists")
     party = Party(name=name)
@@ -83,7 +78,7 @@ def create_party(session: Session, name: str, *, actor: str) -> Party:
 def create_user(session: Session, name: str, *, role: Role, party: str | None,
                 actor: str) -> tuple[User, str]:
     """Create a user and its first token; returns (user, token)."""
-    check_name(name, "user")
+    check_user(name)
     if session.execute(select(User).where(User.name == name)).scalar_one_or_none():
         raise IdentityError(f"user {name!r} already exists")
     party_row = None

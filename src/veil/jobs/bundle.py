@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from veil import __version__
 from veil.crypto.canonical import canonical_json, sha256_digest
+from veil.errors import VeilError
+from veil.names import check_bundle_file, check_dataset_ref, check_output
 
 BUNDLE_FORMAT = "veil-bundle/1"
 RUNTIME = f"veil-runtime/{__version__} python/{sys.version_info.major}.{sys.version_info.minor}"
-_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_DATASET = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}/[a-z0-9][a-z0-9_-]{0,63}$")
-_OUTPUT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-class BundleError(ValueError):
-    """A bundle that cannot be measured: bad names, a notebook that is not JSON, ..."""
+class BundleError(VeilError, ValueError):
+    """A bundle that cannot be measured: a notebook that is not JSON, a missing entrypoint, ...
+
+    Bad names raise `veil.names.InvalidName` (also a 422).
+    """
+
+    status_hint = 422
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,7 @@ def make_bundle(files: Mapping[str, bytes], *, entrypoint: str, inputs: Sequence
         raise BundleError("the entrypoint must be a .ipynb or .py file")
     normal: dict[str, bytes] = {}
     for name, data in files.items():
-        if not _FILE_NAME.match(name):
-            raise BundleError(f"invalid file name {name!r}")
+        check_bundle_file(name)
         normal[name] = normalise_notebook(data) if name.endswith(".ipynb") else bytes(data)
     if entrypoint.endswith(".py"):
         try:
@@ -111,11 +113,9 @@ def make_bundle(files: Mapping[str, bytes], *, entrypoint: str, inputs: Sequence
     if len(set(inputs)) != len(inputs):
         raise BundleError("an input dataset is declared twice")
     for name in inputs:
-        if not _DATASET.match(name):
-            raise BundleError(f"invalid dataset name {name!r}; expected owner/name")
+        check_dataset_ref(name)
     for name in outputs:
-        if not _OUTPUT.match(name):
-            raise BundleError(f"invalid output name {name!r}")
+        check_output(name)
     return Bundle(normal, entrypoint, tuple(inputs), tuple(outputs), runtime)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from veil import audit
+from veil.errors import VeilError
 from veil.store.models import Job, JobTransition, utcnow
 
 
@@ -47,12 +48,14 @@ ALLOWED: dict[State, frozenset[State]] = {
 FINAL = frozenset(s for s, targets in ALLOWED.items() if not targets)
 
 
-class IllegalTransition(Exception):
-    pass
+class IllegalTransition(VeilError):
+    status_hint = 409
 
 
-class StaleState(Exception):
+class StaleState(VeilError):
     """Another actor changed the job first (e.g. two workers claiming one job)."""
+
+    status_hint = 409
 
 
 def transition(session: Session, job: Job, to: State, *, actor: str,

@@ -14,14 +14,16 @@ from sqlalchemy.orm import Session
 
 from veil import audit
 from veil.catalog.service import Catalog, policy_of
+from veil.errors import VeilError
 from veil.identity import Caller, Forbidden, NotFound, Role
 from veil.jobs.bundle import Bundle, BundleError, make_bundle
 from veil.jobs.lifecycle import State, create, transition
+from veil.names import bundle_blob_key
 from veil.store.models import Approval, Dataset, Job, JobInput, Output
 
 
-class JobError(ValueError):
-    pass
+class JobError(VeilError, ValueError):
+    status_hint = 422
 
 
 def submit(session: Session, catalog: Catalog, caller: Caller, files: Mapping[str, bytes], *,
@@ -50,7 +52,7 @@ def submit(session: Session, catalog: Catalog, caller: Caller, files: Mapping[st
     for position, dataset in enumerate(datasets):
         session.add(JobInput(job_id=job.id, dataset_id=dataset.id, position=position))
     for name, data in bundle.files.items():
-        catalog.blobs.put(f"jobs/{job.id}/bundle/{name}", data)
+        catalog.blobs.put(bundle_blob_key(job.id, name), data)
     session.flush()
     transition(session, job, State.PENDING_APPROVAL, actor="system:policy")
     for dataset in datasets:
@@ -84,7 +86,7 @@ def _check_pinned_plans(bundle: Bundle) -> None:
 
 def load_bundle(catalog: Catalog, job: Job) -> Bundle:
     manifest = job.manifest
-    files = {entry["path"]: catalog.blobs.get(f"jobs/{job.id}/bundle/{entry['path']}")
+    files = {entry["path"]: catalog.blobs.get(bundle_blob_key(job.id, entry["path"]))
              for entry in manifest["files"]}
     return Bundle(files, manifest["entrypoint"], tuple(manifest["inputs"]),
                   tuple(manifest["outputs"]), manifest["runtime"])

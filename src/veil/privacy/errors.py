@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from veil.errors import VeilError  # the one root of the tree (a leaf module, no imports)
 
-class PrivacyError(Exception):
+
+class PrivacyError(VeilError):
     """Base class of every error raised by veil.privacy."""
+
+    status_hint = 422
 
 
 class InvalidParameterError(PrivacyError, ValueError):

@@ -8,11 +8,12 @@ files, and anything malformed fails the whole job.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from veil.names import OUTPUT
 
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -23,7 +24,6 @@ OutputKind = Literal["table", "scalar", "dict", "figure", "plan", "model", "dp",
                      "dp_model"]
 WORKLOAD_KINDS: frozenset[str] = frozenset({"table", "scalar", "dict", "figure", "plan",
                                             "model"})
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MEDIA_TYPES: dict[str, str] = {
     "table": "application/vnd.apache.parquet",
     "scalar": "application/json",
@@ -57,14 +57,14 @@ class OutputEntry(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not OUTPUT.fullmatch(value):
             raise ValueError("invalid output name")
         return value
 
     @field_validator("file")
     @classmethod
     def _plain_file(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not OUTPUT.fullmatch(value):
             raise ValueError("output file must be a plain file name")
         return value
 

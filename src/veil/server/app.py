@@ -3,37 +3,27 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from veil import __version__
-from veil.catalog.errors import CatalogError, UploadTooLarge
-from veil.identity import Conflict, Forbidden, IdentityError, NotFound
-from veil.jobs.bundle import RUNTIME, BundleError
-from veil.jobs.lifecycle import IllegalTransition, StaleState
-from veil.jobs.service import JobError
-from veil.privacy.errors import PrivacyError
+from veil.errors import VeilError, status_for
+from veil.jobs.bundle import RUNTIME
+from veil.release.manifest import ManifestError
 from veil.server.platform import Platform
 from veil.server.routes import admin, attestation, budget, datasets, jobs
+from veil.tee.sandbox import SandboxError
 
 log = logging.getLogger("veil.server")
 
-_STATUS: list[tuple[type[Exception], int]] = [
-    (NotFound, 404),
-    (Forbidden, 403),
-    (UploadTooLarge, 413),
-    (Conflict, 409),
-    (IllegalTransition, 409),
-    (StaleState, 409),
-    (CatalogError, 422),
-    (BundleError, 422),
-    (JobError, 422),
-    (IdentityError, 422),
-    (PrivacyError, 422),
-]
+# Exceptions of parts outside the VeilError tree, with their status (see veil.errors).
+FOREIGN_STATUS: dict[type[Exception], int] = {
+    SandboxError: 503,
+    ManifestError: 422,
+}
 
 
 def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
@@ -51,11 +41,14 @@ def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
         app.include_router(router, prefix="/api/v1")
     app.include_router(attestation.public)
 
-    for exc_type, status in _STATUS:
-        app.add_exception_handler(exc_type, _handler(status))
+    handled: list[type[Exception]] = [VeilError, *FOREIGN_STATUS]
+    for exc_type in handled:
+        app.add_exception_handler(exc_type, _handle)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, object]:
+    async def healthz() -> dict[str, object]:
+        # On the event loop, not the thread pool: it must answer even when every pool
+        # thread waits on the database.
         return {"status": "ok", "version": __version__,
                 "insecure_dev": platform.settings.insecure_dev}
 
@@ -67,9 +60,13 @@ def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
     return app
 
 
-def _handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    async def handle(_: Request, exc: Exception) -> JSONResponse:
-        # Messages of these types are written to be safe to show: no secrets, no data values.
-        return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    return handle
+async def _handle(_: Request, exc: Exception) -> JSONResponse:
+    """The one handler: the status comes from the exception's MRO (see `veil.errors`)."""
+    status = status_for(exc, FOREIGN_STATUS)
+    if status >= 500:
+        log.error("request failed with %s", status, exc_info=exc)
+    if status == 500:
+        # A VeilError without a more specific class is a bug; its message was not vetted.
+        return JSONResponse({"detail": "internal error"}, status_code=status)
+    # Messages of these types are written to be safe to show: no secrets, no data values.
+    return JSONResponse({"detail": str(exc)}, status_code=status)

@@ -1,13 +1,20 @@
-"""Request dependencies: the platform, a DB transaction and the authenticated caller."""
+"""Request dependencies: the platform and the authenticated caller.
+
+The concurrency model: every route that touches the database is a plain `def` (FastAPI runs
+it in its thread pool) and opens its own `platform.db.transaction()`, committed before it
+returns. There is deliberately no session dependency: a dependency's transaction would stay
+open until FastAPI has also serialised the response in another pool thread, so with the pool
+exhausted by requests waiting on SQLite's write lock, the holder of that lock would wait
+for a thread forever. A route that must await (a form, a streamed body) does so with no
+transaction open and then runs its DB work via `run_in_threadpool`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
 from veil.identity import Caller, Role, resolve
 from veil.server.platform import Platform
@@ -18,12 +25,6 @@ _bearer = HTTPBearer(auto_error=False)
 def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
-
-
-def get_session(platform: Annotated[Platform, Depends(get_platform)]) -> Iterator[Session]:
-    """One transaction per request: committed if the route returns, rolled back if it raises."""
-    with platform.db.transaction() as session:
-        yield session
 
 
 def get_caller(
@@ -51,6 +52,4 @@ def require(*roles: Role) -> object:
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
-# scope="function": commit before the response is sent, so a 2xx means it is durable.
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 CallerDep = Annotated[Caller, Depends(get_caller)]

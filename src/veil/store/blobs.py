@@ -7,15 +7,14 @@ leaves a half-written blob under a real key.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from pathlib import Path
 
-_KEY = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_.-]+)*$")
+from veil.names import BLOB_KEY, InvalidName
 
 
-class BlobError(Exception):
-    pass
+class BlobError(InvalidName):
+    """A key outside the blob key grammar; build keys with the `veil.names` builders."""
 
 
 class BlobStore:
@@ -24,7 +23,7 @@ class BlobStore:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def path(self, key: str) -> Path:
-        if not _KEY.match(key) or ".." in key:
+        if BLOB_KEY.fullmatch(key) is None or ".." in key:
             raise BlobError(f"invalid blob key {key!r}")
         return self.root / key
 

@@ -8,20 +8,21 @@ from fastapi import APIRouter
 
 from veil.identity import NotFound
 from veil.jobs import service
-from veil.server.deps import CallerDep, PlatformDep, SessionDep
+from veil.server.deps import CallerDep, PlatformDep
 
 router = APIRouter()
 public = APIRouter()
 
 
 @router.get("/jobs/{job_id}/attestation")
-def job_attestation(job_id: str, caller: CallerDep, session: SessionDep) -> dict[str, Any]:
+def job_attestation(job_id: str, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
     """The final token and the output manifest it binds (submitter and the job's providers)."""
-    job = service.get(session, caller, job_id)
-    if job.attestation_token is None or job.output_manifest is None:
-        raise NotFound("this job has no final attestation (it has not finished successfully)")
-    return {"job": job.id, "token": job.attestation_token, "manifest": job.output_manifest,
-            "jwks_uri": "/.well-known/jwks.json"}
+    with platform.db.transaction() as session:
+        job = service.get(session, caller, job_id)
+        if job.attestation_token is None or job.output_manifest is None:
+            raise NotFound("this job has no final attestation (it has not finished successfully)")
+        return {"job": job.id, "token": job.attestation_token, "manifest": job.output_manifest,
+                "jwks_uri": "/.well-known/jwks.json"}
 
 
 @public.get("/.well-known/jwks.json")

@@ -10,26 +10,27 @@ from sqlalchemy import select
 
 from veil.identity import Role
 from veil.release import ledger
-from veil.server.deps import CallerDep, PlatformDep, SessionDep
+from veil.server.deps import CallerDep, PlatformDep
 from veil.store.models import Party
 
 router = APIRouter()
 
 
 @router.get("/budgets")
-def budgets(caller: CallerDep, platform: PlatformDep, session: SessionDep) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    parties = {p.name: p.id for p in session.execute(select(Party)).scalars()}
-    for dataset in platform.catalog.visible(session, caller):
-        if dataset.status != "ready":
-            continue
-        consumers = dataset.policy.get("consumers", [])
-        if caller.role is Role.CONSUMER:
-            consumers = [caller.party]
-        for party in consumers:
-            if party not in parties:
+def budgets(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
+    with platform.db.transaction() as session:
+        rows: list[dict[str, Any]] = []
+        parties = {p.name: p.id for p in session.execute(select(Party)).scalars()}
+        for dataset in platform.catalog.visible(session, caller):
+            if dataset.status != "ready":
                 continue
-            left = ledger.remaining(session, dataset, parties[party])
-            if left is not None:
-                rows.append({"consumer": party, **asdict(left)})
-    return rows
+            consumers = dataset.policy.get("consumers", [])
+            if caller.role is Role.CONSUMER:
+                consumers = [caller.party]
+            for party in consumers:
+                if party not in parties:
+                    continue
+                left = ledger.remaining(session, dataset, parties[party])
+                if left is not None:
+                    rows.append({"consumer": party, **asdict(left)})
+        return rows

@@ -9,18 +9,17 @@ import io
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 
 from veil.catalog.errors import UploadTooLarge
 from veil.catalog.schema import Schema
 from veil.catalog.service import policy_of, public_view_meta
 from veil.identity import Caller, Role
-from veil.server.deps import CallerDep, PlatformDep, SessionDep, require
+from veil.server.deps import CallerDep, PlatformDep, require
 from veil.store.models import Dataset
 
 router = APIRouter()
@@ -60,49 +59,59 @@ def _public_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 @router.post("/datasets", status_code=201)
-def create(body: DatasetIn, caller: Provider, platform: PlatformDep,
-           session: SessionDep) -> dict[str, Any]:
-    dataset = platform.catalog.create_draft(session, caller, body.name, body.policy,
-                                            body.policy_format)
-    return describe(dataset, owner_view=True)
+def create(body: DatasetIn, caller: Provider, platform: PlatformDep) -> dict[str, Any]:
+    with platform.db.transaction() as session:
+        dataset = platform.catalog.create_draft(session, caller, body.name, body.policy,
+                                                body.policy_format)
+        return describe(dataset, owner_view=True)
 
 
 @router.put("/datasets/{dataset_id}/data")
 async def upload(dataset_id: str, request: Request, caller: Provider, platform: PlatformDep,
-                 session: SessionDep,
                  filename: Annotated[str, Query(max_length=255)] = "upload.csv") -> dict[str, Any]:
+    """Stream the body into the ingest thread; the catalog holds no DB transaction meanwhile.
+
+    No request session here: the ingest thread pulls the body from the event loop, so the
+    loop must never wait on a DB lock that thread could hold (see `Catalog.ingest_data`).
+    """
     limit = platform.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise UploadTooLarge(f"upload exceeds the limit of {limit} bytes")
     reader = _BodyReader(request.stream(), limit, anyio.lowlevel.current_token())
-    dataset = await anyio.to_thread.run_sync(
-        lambda: platform.catalog.ingest_data(session, caller, dataset_id,
-                                             io.BufferedReader(reader, 1 << 20),
-                                             filename=filename, max_bytes=limit))
-    return describe(dataset, owner_view=True)
+
+    def work() -> dict[str, Any]:
+        platform.catalog.ingest_data(platform.db, caller, dataset_id,
+                                     io.BufferedReader(reader, 1 << 20),
+                                     filename=filename, max_bytes=limit)
+        with platform.db.transaction() as session:
+            return describe(platform.catalog.own_dataset(session, caller, dataset_id),
+                            owner_view=True)
+
+    return await run_in_threadpool(work)
 
 
 @router.get("/datasets")
-def list_datasets(caller: CallerDep, platform: PlatformDep,
-                  session: SessionDep) -> list[dict[str, Any]]:
-    return [describe(d, owner_view=caller.party_id == d.party_id)
-            for d in platform.catalog.visible(session, caller)]
+def list_datasets(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
+    with platform.db.transaction() as session:
+        return [describe(d, owner_view=caller.party_id == d.party_id)
+                for d in platform.catalog.visible(session, caller)]
 
 
 @router.get("/datasets/{owner}/{name}")
-def show(owner: str, name: str, caller: CallerDep, platform: PlatformDep,
-         session: SessionDep) -> dict[str, Any]:
-    dataset = platform.catalog.get(session, caller, f"{owner}/{name}")
-    return describe(dataset, owner_view=caller.party_id == dataset.party_id)
+def show(owner: str, name: str, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
+    with platform.db.transaction() as session:
+        dataset = platform.catalog.get(session, caller, f"{owner}/{name}")
+        return describe(dataset, owner_view=caller.party_id == dataset.party_id)
 
 
 @router.get("/datasets/{owner}/{name}/view")
-def view(owner: str, name: str, caller: CallerDep, platform: PlatformDep, session: SessionDep,
+def view(owner: str, name: str, caller: CallerDep, platform: PlatformDep,
          kind: Literal["mock", "sample", "synthetic"] | None = None) -> Response:
-    served, data = platform.catalog.view_bytes(session, caller, f"{owner}/{name}", kind)
-    return Response(data, media_type="application/vnd.apache.parquet",
-                    headers={"X-Veil-View": served})
+    with platform.db.transaction() as session:
+        served, data = platform.catalog.view_bytes(session, caller, f"{owner}/{name}", kind)
+        return Response(data, media_type="application/vnd.apache.parquet",
+                        headers={"X-Veil-View": served})
 
 
 class _BodyReader(io.RawIOBase):

@@ -7,11 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from veil.identity import Caller, NotFound, Role
 from veil.jobs import service
 from veil.jobs.bundle import BundleError
-from veil.server.deps import CallerDep, PlatformDep, SessionDep, require
+from veil.server.deps import CallerDep, PlatformDep, require
+from veil.server.platform import Platform
 from veil.store.models import Job
 
 router = APIRouter()
@@ -44,8 +46,12 @@ class Review(BaseModel):
 
 
 @router.post("/jobs", status_code=201)
-async def submit(request: Request, caller: Consumer, platform: PlatformDep,
-                 session: SessionDep) -> dict[str, Any]:
+async def submit(request: Request, caller: Consumer, platform: PlatformDep) -> dict[str, Any]:
+    """Read the whole form first, with no session open; then do the DB work in a thread.
+
+    The DB work must not run on the event loop: on SQLite it waits for the write lock, and
+    the holder of that lock (an upload, say) may need the loop to make progress.
+    """
     limit = platform.settings.max_bundle_bytes
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit() or int(declared) > limit + 64 * 1024:
@@ -62,65 +68,78 @@ async def submit(request: Request, caller: Consumer, platform: PlatformDep,
         if upload.filename in files:
             raise BundleError(f"file {upload.filename!r} appears twice")
         files[upload.filename] = await upload.read()
-    job = service.submit(session, platform.catalog, caller, files, entrypoint=spec.entrypoint,
-                         inputs=spec.inputs, outputs=spec.outputs,
-                         backend=platform.secure_stage.name,
-                         insecure=(platform.settings.insecure_dev
-                                   or platform.secure_stage.insecure),
-                         max_bundle_bytes=limit)
-    return service.describe(job)
+    return await run_in_threadpool(_submit, platform, caller, spec, files)
+
+
+def _submit(platform: Platform, caller: Caller, spec: JobSpec,
+            files: dict[str, bytes]) -> dict[str, Any]:
+    # Committed before the response is sent, so a 201 means the job is durable.
+    with platform.db.transaction() as session:
+        job = service.submit(session, platform.catalog, caller, files,
+                             entrypoint=spec.entrypoint, inputs=spec.inputs,
+                             outputs=spec.outputs, backend=platform.secure_stage.name,
+                             insecure=(platform.settings.insecure_dev
+                                       or platform.secure_stage.insecure),
+                             max_bundle_bytes=platform.settings.max_bundle_bytes)
+        return service.describe(job)
 
 
 @router.get("/jobs")
-def list_jobs(caller: CallerDep, session: SessionDep) -> list[dict[str, Any]]:
-    return [service.describe(job) for job in service.visible(session, caller)]
+def list_jobs(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
+    with platform.db.transaction() as session:
+        return [service.describe(job) for job in service.visible(session, caller)]
 
 
 @router.get("/jobs/{job_id}")
-def show(job_id: str, caller: CallerDep, session: SessionDep) -> dict[str, Any]:
-    return service.describe(service.get(session, caller, job_id))
+def show(job_id: str, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
+    with platform.db.transaction() as session:
+        return service.describe(service.get(session, caller, job_id))
 
 
 @router.get("/jobs/{job_id}/bundle/{name}")
-def bundle_file(job_id: str, name: str, caller: CallerDep, platform: PlatformDep,
-                session: SessionDep) -> Response:
+def bundle_file(job_id: str, name: str, caller: CallerDep, platform: PlatformDep) -> Response:
     """The code under review: for the submitter and the providers asked to approve it."""
-    job = service.get(session, caller, job_id)
-    bundle = service.load_bundle(platform.catalog, job)
-    if name not in bundle.files:
-        raise NotFound(f"the bundle has no file {name!r}")
-    return Response(bundle.files[name], media_type="application/octet-stream")
+    with platform.db.transaction() as session:
+        job = service.get(session, caller, job_id)
+        bundle = service.load_bundle(platform.catalog, job)
+        if name not in bundle.files:
+            raise NotFound(f"the bundle has no file {name!r}")
+        return Response(bundle.files[name], media_type="application/octet-stream")
 
 
 @router.post("/jobs/{job_id}/approve")
-def approve(job_id: str, body: Verdict, caller: Provider, session: SessionDep) -> dict[str, Any]:
-    return service.describe(service.approve(session, caller, job_id, body.digest))
+def approve(job_id: str, body: Verdict, caller: Provider, platform: PlatformDep) -> dict[str, Any]:
+    with platform.db.transaction() as session:
+        return service.describe(service.approve(session, caller, job_id, body.digest))
 
 
 @router.post("/jobs/{job_id}/reject")
-def reject(job_id: str, body: Rejection, caller: Provider, session: SessionDep) -> dict[str, Any]:
-    return service.describe(service.reject(session, caller, job_id, body.reason))
+def reject(job_id: str, body: Rejection, caller: Provider, platform: PlatformDep) -> dict[str, Any]:
+    with platform.db.transaction() as session:
+        return service.describe(service.reject(session, caller, job_id, body.reason))
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel(job_id: str, caller: Consumer, session: SessionDep) -> dict[str, Any]:
-    return service.describe(service.cancel(session, caller, job_id))
+def cancel(job_id: str, caller: Consumer, platform: PlatformDep) -> dict[str, Any]:
+    with platform.db.transaction() as session:
+        return service.describe(service.cancel(session, caller, job_id))
 
 
 @router.post("/jobs/{job_id}/outputs/{name}/review")
-def review(job_id: str, name: str, body: Review, caller: Provider, platform: PlatformDep,
-           session: SessionDep) -> dict[str, Any]:
-    job = service.review_output(session, caller, job_id, name, body.decision, body.reason,
-                                catalog=platform.catalog)
-    return service.describe(job)
+def review(job_id: str, name: str, body: Review, caller: Provider,
+           platform: PlatformDep) -> dict[str, Any]:
+    with platform.db.transaction() as session:
+        job = service.review_output(session, caller, job_id, name, body.decision, body.reason,
+                                    catalog=platform.catalog)
+        return service.describe(job)
 
 
 @router.get("/jobs/{job_id}/outputs/{name}")
-def download(job_id: str, name: str, caller: CallerDep, platform: PlatformDep,
-             session: SessionDep) -> Response:
-    output = service.output_for_download(session, caller, job_id, name)
-    job = session.get(Job, output.job_id)
-    assert job is not None
+def download(job_id: str, name: str, caller: CallerDep, platform: PlatformDep) -> Response:
+    with platform.db.transaction() as session:
+        output = service.output_for_download(session, caller, job_id, name)
+        job = session.get(Job, output.job_id)
+        assert job is not None
+    # Decrypted after the transaction: an output can be large, and released outputs never change.
     data = platform.catalog.get_output(job, output.name)
-    return Response(data, media_type=output.media_type,
-                    headers={"X-Veil-Sha256": output.sha256})
+    return Response(data, media_type=output.media_type, headers={"X-Veil-Sha256": output.sha256})
