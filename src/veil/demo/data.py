@@ -34,11 +34,14 @@ def insurer_claims(patients: int = 3000, seed: int = 11) -> pd.DataFrame:
     covered = rng.permutation(np.arange(1, int(patients * 1.4) + 1))[: int(patients * 0.9)]
     plan = rng.choice(PLANS, size=len(covered), p=[0.5, 0.35, 0.15])
     base = np.select([plan == "basic", plan == "plus"], [400.0, 900.0], 1600.0)
+    amount = np.round(base * rng.lognormal(0.0, 0.4, size=len(covered)), 2)
+    # Large claims are approved less often: something for the demo's models to learn.
+    approve_p = 0.97 - 0.5 * np.clip((amount - 500.0) / 2500.0, 0.0, 1.0)
     return pd.DataFrame({
         "patient_id": covered,
         "plan": plan,
-        "claim_amount": np.round(base * rng.lognormal(0.0, 0.4, size=len(covered)), 2),
-        "approved": rng.random(len(covered)) < 0.85,
+        "claim_amount": amount,
+        "approved": rng.random(len(covered)) < approve_p,
     })
 
 
@@ -65,6 +68,7 @@ fraction = 0.05
 
 [budget]
 epsilon = 3.0
+delta = 1e-5
 rule = "basic"
 """
 
@@ -93,5 +97,6 @@ bounds = { patient_id = [0, 5000], claim_amount = [0, 10000] }
 
 [budget]
 epsilon = 3.0
+delta = 1e-5
 rule = "basic"
 """

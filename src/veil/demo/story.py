@@ -28,8 +28,8 @@ from veil.sdk.client import ApiError, Client
 NOTEBOOK = "analysis.ipynb"
 INPUTS = ("hospital/visits", "insurer/claims")
 TRUSTED_OUTPUTS = ("claims_by_region", "dp_mean_claim", "dp_visit_cost_plus_premium",
-                   "dp_insured_visits_by_age_band")
-OUTPUTS = (*TRUSTED_OUTPUTS, "matched_visits")
+                   "dp_insured_visits_by_age_band", "dp_approval_model")
+OUTPUTS = (*TRUSTED_OUTPUTS, "matched_visits", "approval_model")
 
 
 class DemoFailed(RuntimeError):
@@ -144,7 +144,8 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
     gated = {o["name"]: o for o in job["outputs"]}
     for name in TRUSTED_OUTPUTS:  # computed by the release executor, released by the gate alone
         o = gated.get(name)
-        if o is None or o["kind"] not in ("dp", "aggregate") or o["status"] != "released":
+        if o is None or o["kind"] not in ("dp", "aggregate", "dp_model") \
+                or o["status"] != "released":
             raise DemoFailed(f"{name} was not computed and released by the release executor: "
                              f"{o and (o['kind'], o['status'], o['reason'])}")
     attestation = (job.get("result") or {}).get("attestation") or {}
@@ -272,6 +273,10 @@ def _print_budgets(console: Console, researcher: Client, dp_result: Any) -> None
 def _decode(kind: str, data: bytes) -> Any:
     if kind in ("table", "aggregate"):
         return pd.read_parquet(io.BytesIO(data))
+    if kind == "model":  # skops: loaded only with scikit-learn/numpy types
+        from veil.privacy.model_io import load_model
+
+        return load_model(data, "skops")
     value = json.loads(data)
     return value["value"] if kind == "scalar" else value
 
@@ -286,6 +291,9 @@ def _print_results(console: Console, stage1: dict[str, Any], stage2: dict[str, A
         o = outputs[name]
         console.print(f"\n[bold]{name}[/bold] ({o['kind']}): {o['status']}"
                       + (f" — {o['reason']}" if o.get("reason") else ""))
+        if "mia_advantage" in (o.get("meta") or {}):  # what the reviewers saw
+            console.print(f"  membership-inference audit (release executor): advantage "
+                          f"{o['meta']['mia_advantage']:.3f}")
         table = Table("stage 1 (views)", "stage 2 (full data, released)")
         table.add_row(_show(stage1.get(name)), _show(stage2.get(name)))
         console.print(table)
@@ -299,6 +307,13 @@ def _show(value: Any) -> str:
         elif isinstance(shown, int | float):
             shown = f"{shown:.2f}"
         return f"{shown}\n({value['mechanism']}, epsilon {value['epsilon']:.3g})"
+    if isinstance(value, dict) and "coef" in value:  # a DP model from the release executor
+        coef = ", ".join(f"{c:.3g}" for c in value["coef"])
+        return (f"{value['model']}: coef [{coef}], intercept {value['intercept']:.3g}\n"
+                f"(epsilon {value['epsilon']:.3g}, delta {value['delta']:.1g})")
+    if hasattr(value, "coef_"):  # a scikit-learn model the notebook trained
+        coef = ", ".join(f"{c:.3g}" for c in value.coef_.ravel())
+        return f"{type(value).__name__}: coef [{coef}]"
     if isinstance(value, pd.DataFrame):
         return value.round(2).to_string(index=False)
     return "—" if value is None else str(value)
