@@ -287,6 +287,7 @@ def test_bubblewrap_backend_with_missing_binary() -> None:
 
 def test_the_platform_has_one_secure_stage_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     """Submissions are checked against, and jobs run on, the same backend object."""
+    import veil.tee.sandbox
     from veil.tee import backends
     from veil.tee.backends import LocalInsecure, LocalSandbox, secure_stage_for
 
@@ -295,7 +296,7 @@ def test_the_platform_has_one_secure_stage_backend(monkeypatch: pytest.MonkeyPat
     assert not stage.insecure and not stage.hardware_backed
     env, binds = stage.agent_wiring(Path("/run/x"))
     assert env["VEIL_KEY_AGENT"].startswith(backends.AGENT_SANDBOX_DIR) and binds
-    monkeypatch.setattr(backends, "find_bwrap", lambda: None)
+    monkeypatch.setattr(veil.tee.sandbox, "find_bwrap", lambda: None)
     with pytest.raises(SandboxUnavailable):
         secure_stage_for()  # fail closed: no silent fallback
     weak = secure_stage_for(insecure_dev=True)

@@ -13,6 +13,7 @@ from veil import __version__
 from veil.errors import VeilError, status_for
 from veil.jobs.bundle import RUNTIME
 from veil.release.manifest import ManifestError
+from veil.server import schemas
 from veil.server.platform import Platform
 from veil.server.routes import admin, attestation, budget, datasets, jobs
 from veil.tee.sandbox import SandboxError
@@ -45,14 +46,14 @@ def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
     for exc_type in handled:
         app.add_exception_handler(exc_type, _handle)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=schemas.Health)
     async def healthz() -> dict[str, object]:
         # On the event loop, not the thread pool: it must answer even when every pool
         # thread waits on the database.
         return {"status": "ok", "version": __version__,
                 "insecure_dev": platform.settings.insecure_dev}
 
-    @app.get("/api/v1/runtime")
+    @app.get("/api/v1/runtime", response_model=schemas.Runtime)
     def runtime() -> dict[str, str]:
         """What `veil job digest` must use to reproduce the server's bundle digests."""
         return {"runtime": RUNTIME}

@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Protocol
 
+from veil.tee import sandbox as _sandbox
 from veil.tee.attestation import (
     AttestationError,
     EventLog,
@@ -33,7 +34,6 @@ from veil.tee.sandbox import (
     InsecureSubprocessBackend,
     SandboxBackend,
     SandboxUnavailable,
-    find_bwrap,
 )
 from veil.tee.services import AttestationServices
 
@@ -136,10 +136,8 @@ def secure_stage_for(*, insecure_dev: bool = False, scratch_dir: Path | None = N
     """The platform's backend: the local sandbox, or — only with the explicit insecure-dev flag
     and no bubblewrap on the host — the insecure one. Fails closed otherwise. ``home`` is the
     server's state folder, which no run may see."""
-    if find_bwrap() is not None:
+    if _sandbox.find_bwrap() is not None:  # looked up on the module: one place to stub it
         return LocalSandbox(BubblewrapBackend(scratch_dir=scratch_dir, home=home))
     if insecure_dev:
         return LocalInsecure(InsecureSubprocessBackend(home=home))
-    from veil.tee.sandbox import BWRAP_MISSING
-
-    raise SandboxUnavailable(BWRAP_MISSING)
+    raise SandboxUnavailable(_sandbox.BWRAP_MISSING)

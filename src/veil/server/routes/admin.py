@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from veil import audit
 from veil.identity import Caller, Role, create_party, create_user
+from veil.server import schemas
 from veil.server.deps import CallerDep, PlatformDep, require
 
 router = APIRouter()
@@ -27,19 +28,19 @@ class UserIn(BaseModel):
     party: str | None = None
 
 
-@router.get("/me")
+@router.get("/me", response_model=schemas.Me)
 def me(caller: CallerDep) -> dict[str, Any]:
     return {"user": caller.user, "role": caller.role.value, "party": caller.party}
 
 
-@router.post("/admin/parties", status_code=201)
+@router.post("/admin/parties", status_code=201, response_model=schemas.PartyCreated)
 def new_party(body: PartyIn, caller: Admin, platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:
         party = create_party(session, body.name, actor=caller.actor)
         return {"id": party.id, "name": party.name}
 
 
-@router.post("/admin/users", status_code=201)
+@router.post("/admin/users", status_code=201, response_model=schemas.UserCreated)
 def new_user(body: UserIn, caller: Admin, platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:
         user, token = create_user(session, body.name, role=body.role, party=body.party,
@@ -48,7 +49,8 @@ def new_user(body: UserIn, caller: Admin, platform: PlatformDep) -> dict[str, An
                 "token": token}
 
 
-@router.get("/admin/audit")
+@router.get("/admin/audit", response_model=schemas.AuditStatus,
+            response_model_exclude_unset=True)
 def audit_chain(caller: Admin, platform: PlatformDep) -> dict[str, Any]:
     """Whether the audit log still matches its hashes; a broken chain is an answer, not an error."""
     with platform.db.transaction() as session:

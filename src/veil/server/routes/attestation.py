@@ -8,13 +8,14 @@ from fastapi import APIRouter
 
 from veil.identity import NotFound
 from veil.jobs import service
+from veil.server import schemas
 from veil.server.deps import CallerDep, PlatformDep
 
 router = APIRouter()
 public = APIRouter()
 
 
-@router.get("/jobs/{job_id}/attestation")
+@router.get("/jobs/{job_id}/attestation", response_model=schemas.JobAttestation)
 def job_attestation(job_id: str, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
     """The final token and the output manifest it binds (submitter and the job's providers)."""
     with platform.db.transaction() as session:

@@ -10,13 +10,14 @@ from sqlalchemy import select
 
 from veil.identity import Role
 from veil.release import ledger
+from veil.server import schemas
 from veil.server.deps import CallerDep, PlatformDep
 from veil.store.models import Party
 
 router = APIRouter()
 
 
-@router.get("/budgets")
+@router.get("/budgets", response_model=list[schemas.Budget])
 def budgets(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
     with platform.db.transaction() as session:
         rows: list[dict[str, Any]] = []

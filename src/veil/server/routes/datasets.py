@@ -19,6 +19,7 @@ from veil.catalog.errors import UploadTooLarge
 from veil.catalog.schema import Schema
 from veil.catalog.service import policy_of, public_view_meta
 from veil.identity import Caller, Role
+from veil.server import schemas
 from veil.server.deps import CallerDep, PlatformDep, require
 from veil.store.models import Dataset
 
@@ -58,7 +59,8 @@ def _public_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     return Schema.model_validate(schema).public().model_dump(mode="json", exclude_none=True)
 
 
-@router.post("/datasets", status_code=201)
+@router.post("/datasets", status_code=201, response_model=schemas.Dataset,
+             response_model_exclude_unset=True)
 def create(body: DatasetIn, caller: Provider, platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:
         dataset = platform.catalog.create_draft(session, caller, body.name, body.policy,
@@ -66,7 +68,8 @@ def create(body: DatasetIn, caller: Provider, platform: PlatformDep) -> dict[str
         return describe(dataset, owner_view=True)
 
 
-@router.put("/datasets/{dataset_id}/data")
+@router.put("/datasets/{dataset_id}/data", response_model=schemas.Dataset,
+            response_model_exclude_unset=True)
 async def upload(dataset_id: str, request: Request, caller: Provider, platform: PlatformDep,
                  filename: Annotated[str, Query(max_length=255)] = "upload.csv") -> dict[str, Any]:
     """Stream the body into the ingest thread; the catalog holds no DB transaction meanwhile.
@@ -91,14 +94,16 @@ async def upload(dataset_id: str, request: Request, caller: Provider, platform: 
     return await run_in_threadpool(work)
 
 
-@router.get("/datasets")
+@router.get("/datasets", response_model=list[schemas.Dataset],
+            response_model_exclude_unset=True)
 def list_datasets(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
     with platform.db.transaction() as session:
         return [describe(d, owner_view=caller.party_id == d.party_id)
                 for d in platform.catalog.visible(session, caller)]
 
 
-@router.get("/datasets/{owner}/{name}")
+@router.get("/datasets/{owner}/{name}", response_model=schemas.Dataset,
+            response_model_exclude_unset=True)
 def show(owner: str, name: str, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:
         dataset = platform.catalog.get(session, caller, f"{owner}/{name}")

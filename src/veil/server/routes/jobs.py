@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from veil.identity import Caller, NotFound, Role
 from veil.jobs import service
 from veil.jobs.bundle import BundleError
+from veil.server import schemas
 from veil.server.deps import CallerDep, PlatformDep, require
 from veil.server.platform import Platform
 from veil.store.models import Job
@@ -45,7 +46,7 @@ class Review(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
-@router.post("/jobs", status_code=201)
+@router.post("/jobs", status_code=201, response_model=schemas.Job)
 async def submit(request: Request, caller: Consumer, platform: PlatformDep) -> dict[str, Any]:
     """Read the whole form first, with no session open; then do the DB work in a thread.
 
@@ -84,13 +85,13 @@ def _submit(platform: Platform, caller: Caller, spec: JobSpec,
         return service.describe(job)
 
 
-@router.get("/jobs")
+@router.get("/jobs", response_model=list[schemas.Job])
 def list_jobs(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
     with platform.db.transaction() as session:
         return [service.describe(job) for job in service.visible(session, caller)]
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=schemas.Job)
 def show(job_id: str, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:
         return service.describe(service.get(session, caller, job_id))
@@ -107,25 +108,25 @@ def bundle_file(job_id: str, name: str, caller: CallerDep, platform: PlatformDep
         return Response(bundle.files[name], media_type="application/octet-stream")
 
 
-@router.post("/jobs/{job_id}/approve")
+@router.post("/jobs/{job_id}/approve", response_model=schemas.Job)
 def approve(job_id: str, body: Verdict, caller: Provider, platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:
         return service.describe(service.approve(session, caller, job_id, body.digest))
 
 
-@router.post("/jobs/{job_id}/reject")
+@router.post("/jobs/{job_id}/reject", response_model=schemas.Job)
 def reject(job_id: str, body: Rejection, caller: Provider, platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:
         return service.describe(service.reject(session, caller, job_id, body.reason))
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", response_model=schemas.Job)
 def cancel(job_id: str, caller: Consumer, platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:
         return service.describe(service.cancel(session, caller, job_id))
 
 
-@router.post("/jobs/{job_id}/outputs/{name}/review")
+@router.post("/jobs/{job_id}/outputs/{name}/review", response_model=schemas.Job)
 def review(job_id: str, name: str, body: Review, caller: Provider,
            platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:

@@ -22,6 +22,7 @@ from ._types import (
 )
 
 __all__ = [
+    "BWRAP_MISSING",
     "BubblewrapBackend",
     "InsecureSubprocessBackend",
     "SandboxBackend",
@@ -32,6 +33,7 @@ __all__ = [
     "SandboxResult",
     "SandboxUnavailable",
     "backend_for",
+    "find_bwrap",
     "sweep_scratch",
 ]
 

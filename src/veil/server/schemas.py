@@ -1,0 +1,128 @@
+"""The API's public records: what every JSON route answers (FastAPI's ``response_model``).
+
+Kept apart from the table models (``veil.store.models``), as the FastAPI template does, so a
+new column never leaks by accident: ``extra="forbid"`` makes a field that a service adds
+without a record here fail the tests instead of reaching clients. The web console, the
+JupyterLab extension and the SDK consume these shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Me(_Public):
+    user: str
+    role: str
+    party: str | None
+
+
+class PartyCreated(_Public):
+    id: str
+    name: str
+
+
+class UserCreated(_Public):
+    id: str
+    name: str
+    role: str
+    party: str | None
+    token: str  # shown once; only its hash is stored
+
+
+class AuditStatus(_Public):
+    intact: bool
+    events: int | None = None
+    broken_at: int | None = None  # the first sequence number that no longer matches its hash
+
+
+class Budget(_Public):
+    consumer: str
+    dataset: str
+    epsilon_total: float
+    delta_total: float
+    epsilon_left: float
+    delta_left: float
+    rule: str
+    renewal: str | None
+
+
+class Dataset(_Public):
+    id: str
+    name: str
+    status: str
+    rows: int | None
+    views: list[str]
+    view_info: dict[str, dict[str, Any]]
+    content_digest: str | None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    rules: dict[str, Any]  # privacy unit and public group keys (for stage-1 queries)
+    policy: dict[str, Any] | None = None  # the provider's own view only
+
+
+class Approval(_Public):
+    party: str
+    decision: str
+    actor: str
+    digest: str
+    at: str
+
+
+class Transition(_Public):
+    from_: str | None = Field(alias="from")
+    to: str
+    actor: str
+    reason: str | None
+    at: str
+
+
+class Output(_Public):
+    name: str
+    kind: str
+    status: str
+    reason: str | None
+    sha256: str
+    size: int
+    media_type: str
+    meta: dict[str, Any]
+
+
+class Job(_Public):
+    id: str
+    state: str
+    digest: str
+    entrypoint: str
+    inputs: list[str]
+    outputs_declared: list[str]
+    runtime: str
+    backend: str
+    insecure: bool
+    reason: str | None
+    attempts: int
+    result: dict[str, Any] | None
+    approvals: list[Approval]
+    transitions: list[Transition]
+    outputs: list[Output]
+
+
+class JobAttestation(_Public):
+    job: str
+    token: str
+    manifest: dict[str, Any]
+    jwks_uri: str
+
+
+class Health(_Public):
+    status: str
+    version: str
+    insecure_dev: bool
+
+
+class Runtime(_Public):
+    runtime: str
