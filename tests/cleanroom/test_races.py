@@ -12,19 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.cleanroom.helpers import make_world, notebook, policy, visits_csv
+from tests.cleanroom.helpers import dp_query, make_world, notebook, policy, visits_csv
 
 BUDGET = '\n[budget]\nepsilon = 1.0\ndelta = 0.0\nrule = "basic"\n'
 
 
-def _approved_jobs(w, tmp: Path, count: int, cells: tuple[str, ...]) -> list[str]:
+def _approved_jobs(w, tmp: Path, count: int, cells: tuple[str, ...],
+                   plans: dict | None = None) -> list[str]:
     path = tmp / "v.csv"
     path.write_text(visits_csv(200))
     w.hospital.upload("visits", path, policy=policy() + BUDGET, policy_format="toml")
     ids = []
     for i in range(count):
         job = w.researcher.submit({"a.ipynb": notebook(*cells, f"# job {i}")},
-                                  entrypoint="a.ipynb", inputs=["hospital/visits"])
+                                  entrypoint="a.ipynb", inputs=["hospital/visits"],
+                                  outputs=sorted(plans or {}), plans=plans)
         w.hospital.approve(job["id"], job["digest"])
         ids.append(job["id"])
     return ids
@@ -35,15 +37,9 @@ def _workers(server, count: int) -> list:
     from veil.store import Database
 
     platform = server.platform
-    return [Worker(Database(platform.db.url), platform.catalog, _backend(),
+    return [Worker(Database(platform.db.url), platform.catalog, platform.secure_stage,
                    platform.settings.run_dir, limits=_limits(), attestation=platform.attestation)
             for _ in range(count)]
-
-
-def _backend():
-    from veil.tee.sandbox import backend_for
-
-    return backend_for("local-sandbox")
 
 
 def _limits():
@@ -90,7 +86,8 @@ def test_two_workers_race_on_one_budget_and_one_queue(server, tmp_path: Path) ->
     w = make_world(server)
     ids = _approved_jobs(w, tmp_path, 4, (
         "import veil\nv = veil.load('hospital/visits')",
-        "veil.publish('n', veil.dp.count(v, epsilon=0.3))"))
+        "veil.publish('n', veil.dp.count(v, epsilon=0.3))"),
+        plans={"n": dp_query(["hospital/visits"], "count", epsilon=0.3)})
     workers = _workers(server, 2)
     ran: list[str] = []
     barrier = threading.Barrier(len(workers))

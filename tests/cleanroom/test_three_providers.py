@@ -20,19 +20,27 @@ from tests.cleanroom.helpers import (
     visits_csv,
     wait,
 )
+from veil.privacy.plans import parse_plan
 
 ANALYSIS = notebook(
     "import veil\nv = veil.load('hospital/visits')\nc = veil.load('insurer/claims')\n"
     "e = veil.load('registry/enrolment')",
-    "j = v.merge(c, on='patient_id').merge(e, on='patient_id')",
-    # ~50 rows per region: above every provider's k.
-    "coarse = j.groupby('region').agg(n=('patient_id', 'size')).reset_index()\n"
-    "veil.publish('by_region', coarse, count_column='n')",
-    # 150 joined (odd) ids over 20 buckets: groups of 7-8, above k=3 and k=5 but below k=12.
-    "j['bucket'] = j['patient_id'] % 40\n"
-    "fine = j.groupby('bucket').agg(n=('patient_id', 'size')).reset_index()\n"
-    "veil.publish('by_bucket', fine, count_column='n')",
+    # 150 joined (odd) ids, all on plan 'b': one group, above every provider's k.
+    "j = veil.dp.join(c, e, on='patient_id')\n"
+    "veil.publish('by_plan', veil.aggregate(j, by='plan', n='count'))",
+    # The same ids in 20 buckets: groups of 7-8, above k=3 and k=5 but below k=12.
+    "b = j.derive('bucket', 'bucket', 'patient_id', edges=list(range(15, 300, 15)))\n"
+    "veil.publish('by_bucket', veil.aggregate(b, by='bucket', n='count'))",
 )
+JOINED = {"sources": ["insurer/claims", "registry/enrolment"], "join_on": "patient_id"}
+PLANS = {
+    "by_plan": parse_plan({"query": {"kind": "aggregate", "relation": JOINED, "by": ["plan"],
+                                     "aggregates": {"n": {"fn": "count"}}}}),
+    "by_bucket": parse_plan({"query": {"kind": "aggregate", "relation": {**JOINED, "derived": [
+        {"name": "bucket", "op": "bucket", "args": ["patient_id"],
+         "edges": [float(x) for x in range(15, 300, 15)]}]}, "by": ["bucket"],
+        "aggregates": {"n": {"fn": "count"}}}}),
+}
 
 
 def _enrolment_csv(rows: int = 300) -> str:
@@ -49,7 +57,8 @@ def test_a_job_over_three_providers(live_server, tmp_path: Path) -> None:
     upload_csv(registrar, tmp_path, "enrolment", _enrolment_csv(), k=12)
 
     inputs = ["hospital/visits", "insurer/claims", "registry/enrolment"]
-    job = w.researcher.submit({"a.ipynb": ANALYSIS}, entrypoint="a.ipynb", inputs=inputs)
+    job = w.researcher.submit({"a.ipynb": ANALYSIS}, entrypoint="a.ipynb", inputs=inputs,
+                              outputs=sorted(PLANS), plans=PLANS)
     for provider in (w.hospital, w.insurer):
         provider.approve(job["id"], job["digest"])
         assert w.researcher.job(job["id"])["state"] == "pending_approval"
@@ -57,18 +66,19 @@ def test_a_job_over_three_providers(live_server, tmp_path: Path) -> None:
 
     done = wait(w.researcher, job["id"], FINAL)
     assert done["state"] == "released", (done["result"], done["transitions"][-1])
-    assert done["result"]["attestation"]["key_releases"] == 3
+    # Three for the notebook, two for the release executor (the plans read two inputs).
+    assert done["result"]["attestation"]["key_releases"] == 5
     outputs = {o["name"]: o for o in done["outputs"]}
-    assert outputs["by_region"]["status"] == "released"
-    assert outputs["by_region"]["meta"]["min_group_size"] == 12
+    assert outputs["by_plan"]["status"] == "released"
+    assert outputs["by_plan"]["meta"]["min_group_size"] == 12  # the strictest of the plan's
     refused = outputs["by_bucket"]
     assert refused["status"] == "refused"
-    assert "minimum group size 12 required by registry/enrolment" in refused["reason"]
+    assert "fewer than 12 people" in refused["reason"]
 
     from veil.store.models import AuditEvent
 
     with live_server.platform.db.transaction() as session:
         actions = [e.action for e in session.execute(
             select(AuditEvent).where(AuditEvent.subject == job["id"])).scalars()]
-    assert actions.count("kbs.release.granted") == 3 and "kbs.release.denied" not in actions
+    assert actions.count("kbs.release.granted") == 5 and "kbs.release.denied" not in actions
     assert actions.count("job.approve") == 3

@@ -105,8 +105,11 @@ def test_racing_claims_give_a_job_to_exactly_one_worker(tmp_path: Path) -> None:
         next(gen, None)
 
 
-def _serve(home: Path, port: int, log: Path, db_url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "VEIL_WORKER_LEASE_S": "2", "VEIL_DATABASE_URL": db_url}
+def _serve(home: Path, port: int, log: Path,
+           db_url: str | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "VEIL_WORKER_LEASE_S": "2"}
+    if db_url is not None:
+        env["VEIL_DATABASE_URL"] = db_url
     with log.open("ab") as fh:
         return subprocess.Popen([sys.executable, "-m", "veil", "serve", "--port", str(port),
                                  "--home", str(home)], stdout=fh, stderr=subprocess.STDOUT,
