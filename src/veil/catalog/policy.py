@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from veil.catalog.errors import PolicyError
-from veil.catalog.schema import ColumnType
+from veil.catalog.schema import ColumnSpec, SchemaSpec
 from veil.names import check_backend, check_party
 from veil.privacy.accounting import BudgetPolicy
 
@@ -117,30 +117,6 @@ class ViewsSpec(_Strict):
     mock: MockViewSpec = Field(default_factory=MockViewSpec)
     sample: SampleViewSpec | None = None
     synthetic: SyntheticViewSpec | None = None
-
-
-class ColumnSpec(_Strict):
-    """An expected column; ``type``/``nullable`` of None mean "any"."""
-
-    name: str = Field(min_length=1, max_length=256)
-    type: ColumnType | None = None
-    nullable: bool | None = None
-
-
-class SchemaSpec(_Strict):
-    """What the uploaded data must look like: required columns, forbidden names, extras."""
-
-    columns: list[ColumnSpec] = Field(default_factory=list)
-    forbidden: list[str] = Field(default_factory=list)
-    allow_extra: bool = True
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SchemaSpec:
-        names = [c.name for c in self.columns]
-        _unique(names, "schema column names")
-        if set(names) & set(self.forbidden):
-            raise ValueError("a column cannot be both expected and forbidden")
-        return self
 
 
 class AttestationSpec(_Strict):

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from veil.catalog.errors import CatalogError, SchemaRejected, UnsupportedFormat
-
-if TYPE_CHECKING:
-    from veil.catalog.policy import SchemaSpec
 
 __all__ = [
     "COLUMN_TYPES",
@@ -237,6 +234,40 @@ def infer_schema(
 
 def _compatible(expected: ColumnType, actual: ColumnType) -> bool:
     return expected == actual or {expected, actual} == {"string", "category"}
+
+
+# -- what a provider's policy expects of the data (the policy's ``[schema]`` section) ---------
+# Here, beside the schema they are checked against, so the policy imports the schema and never
+# the other way round.
+
+
+class _StrictSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ColumnSpec(_StrictSpec):
+    """An expected column; ``type``/``nullable`` of None mean "any"."""
+
+    name: str = Field(min_length=1, max_length=256)
+    type: ColumnType | None = None
+    nullable: bool | None = None
+
+
+class SchemaSpec(_StrictSpec):
+    """What the uploaded data must look like: required columns, forbidden names, extras."""
+
+    columns: list[ColumnSpec] = Field(default_factory=list)
+    forbidden: list[str] = Field(default_factory=list)
+    allow_extra: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SchemaSpec:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError("schema column names must not repeat")
+        if set(names) & set(self.forbidden):
+            raise ValueError("a column cannot be both expected and forbidden")
+        return self
 
 
 def check_arrow_schema(arrow_schema: pa.Schema, expected: SchemaSpec) -> list[str]:

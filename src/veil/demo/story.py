@@ -185,7 +185,7 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
 def _verify_token(url: str, token: str, job_id: str, work: Path, raw: dict[str, bytes],
                   bundle_files: list[Path], console: Console) -> dict[str, Any]:
     """What a consumer does with `veil attest verify`: only the JWKS is trusted."""
-    from veil.cli.attest import verify_token
+    from veil.sdk.verify import verify_token
 
     headers = {"Authorization": f"Bearer {token}"}
     doc = httpx.get(f"{url}/api/v1/jobs/{job_id}/attestation", headers=headers, timeout=30)

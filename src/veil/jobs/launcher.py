@@ -55,7 +55,8 @@ from veil.tee.broker import KeyBroker
 from veil.tee.services import AttestationServices
 from veil.tee.verifier import verify_result
 
-__all__ = ["AttestationServices", "JobLaunch", "LaunchError", "plan_launch"]
+__all__ = ["AttestationServices", "FinalAttestation", "JobLaunch", "LaunchError",
+           "plan_launch"]
 
 
 class LaunchError(AttestationError):
@@ -201,8 +202,8 @@ class JobLaunch:
                                                           "job": self.job_id, "reason": reason})
 
     # -- after the run ------------------------------------------------------------------------
-    def final_attestation(self, outputs_dir: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """(token, output manifest, summary): the outputs as they are on disk, quoted."""
+    def final_attestation(self, outputs_dir: Path) -> FinalAttestation:
+        """The outputs as they are on disk, hashed once and quoted."""
         t0 = time.perf_counter()
         try:
             manifest = read_manifest(outputs_dir)
@@ -232,7 +233,22 @@ class JobLaunch:
                    "key_releases": self.releases,
                    **{k: round(v, 4) for k, v in self.timing.items()},
                    "overhead_s": round(sum(self.timing.values()), 4)}
-        return token, doc, summary
+        return FinalAttestation(token, doc, summary,
+                                {str(e["name"]): str(e["sha256"]) for e in entries})
+
+
+@dataclass(frozen=True)
+class FinalAttestation:
+    """The final quote over the outputs: what the gate checks the files against."""
+
+    token: str
+    manifest: dict[str, Any]  # the attested output manifest (name, kind, file, sha256, size)
+    summary: dict[str, Any]  # hwmodel, status, timings: shown in the job's result
+    digests: dict[str, str]  # output name -> sha256 hex, as quoted
+
+    def __post_init__(self) -> None:
+        if set(self.digests) != {e["name"] for e in self.manifest["outputs"]}:
+            raise LaunchError("final attestation digests and manifest disagree")
 
 
 def plan_launch(services: AttestationServices, db: Database, catalog: Catalog, session: Session,

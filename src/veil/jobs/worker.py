@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from veil import audit
 from veil.catalog.service import Catalog, policy_of
-from veil.jobs.launcher import JobLaunch, LaunchError, plan_launch
+from veil.jobs.launcher import FinalAttestation, JobLaunch, LaunchError, plan_launch
 from veil.jobs.lifecycle import StaleState, State, transition
 from veil.jobs.limits import effective_limits
 from veil.jobs.service import load_bundle
@@ -157,7 +157,6 @@ class Worker:
                             "backend": result.backend, "insecure": result.insecure,
                             "attestation": {k: round(v, 4) for k, v in launch.timing.items()}})
                 return
-            token, manifest, summary = final
             assert report is not None
             self._release(job_id, request.outputs_dir, prepared, report, {
                 "duration_s": round(result.duration_s, 3),
@@ -165,7 +164,7 @@ class Worker:
                 "backend": result.backend, "insecure": result.insecure,
                 "executor": {"plans": len(report.executed) + len(report.failed),
                              "seconds": report.seconds},
-                "attestation": summary}, attestation=(token, manifest))
+                "attestation": final.summary}, final)
         except ExecutorError as exc:  # data-free by construction
             log.warning("job %s: %s", job_id, exc)
             self._fail(job_id, f"outputs rejected: {exc}", {})
@@ -224,12 +223,13 @@ class Worker:
 
     def _release(self, job_id: str, outputs_dir: Path, prepared: _Prepared,
                  report: ExecutorReport, result: dict[str, object],
-                 attestation: tuple[str, dict[str, object]] | None = None) -> None:
+                 final: FinalAttestation) -> None:
         try:
             decisions = evaluate(outputs_dir, prepared.rules,
                                  max_output_bytes=self.limits.output_bytes,
                                  executed=report.executed, failed=report.failed,
-                                 pinned=prepared.pinned, models=report.models)
+                                 pinned=prepared.pinned, models=report.models,
+                                 attested=final.digests)
         except ManifestError as exc:
             self._fail(job_id, f"outputs rejected: {exc}", result)
             return
@@ -238,8 +238,7 @@ class Worker:
             assert job is not None
             if job.state != State.RUNNING.value or job.worker_id != self.worker_id:
                 return  # recovered by someone else meanwhile; their run wins
-            if attestation is not None:
-                job.attestation_token, job.output_manifest = attestation
+            job.attestation_token, job.output_manifest = final.token, final.manifest
             if report.executed or report.failed:
                 audit.record(session, actor="system:executor", action="job.plans_executed",
                              subject=job.id, detail={

@@ -19,7 +19,10 @@ from veil.psi.errors import BudgetExceeded, PsiError
 
 
 def veil_home() -> Path:
-    return Path(os.environ.get("VEIL_HOME") or Path.home() / ".veil")
+    """The state folder, as ``Settings`` defines it (the one place that reads $VEIL_HOME)."""
+    from veil.settings import default_home
+
+    return default_home()
 
 
 class QueryBudget:

@@ -82,11 +82,13 @@ def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *, max_output_byte
              executed: Mapping[str, Executed] | None = None,
              failed: Mapping[str, Failed] | None = None,
              pinned: Mapping[str, str] | None = None,
-             models: Mapping[str, ModelChecked] | None = None) -> list[Decision]:
+             models: Mapping[str, ModelChecked] | None = None,
+             attested: Mapping[str, str] | None = None) -> list[Decision]:
     """Check every published output and decide its fate; DP outputs come back `TO_CHARGE`.
 
     ``executed``/``failed`` come from the release executor, ``pinned`` maps output names to
-    the plan digests fixed in the approved bundle.
+    the plan digests fixed in the approved bundle, ``attested`` to the digests the final
+    quote covers (``FinalAttestation.digests``): a file must match all three.
     """
     manifest = read_manifest(outputs_dir)
     total = 0
@@ -100,8 +102,11 @@ def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *, max_output_byte
         if size != entry.size or total > max_output_bytes:
             raise ManifestError(f"output {entry.name!r} has the wrong size or outputs are too big")
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != entry.sha256:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry.sha256:
             raise ManifestError(f"output {entry.name!r} does not match its hash")
+        if attested is not None and attested.get(entry.name) != digest:
+            raise ManifestError(f"output {entry.name!r} differs from what was attested")
         if entry.kind == "model":
             decisions.append(_model(entry, path, inputs, (models or {}).get(entry.name)))
             continue
