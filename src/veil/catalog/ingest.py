@@ -41,6 +41,7 @@ from veil.catalog.errors import (
     UploadTooLarge,
     ViewUnavailable,
 )
+from veil.catalog.joinkeys import join_key_problems
 from veil.catalog.policy import DatasetPolicy
 from veil.catalog.schema import (
     ColumnType,
@@ -406,6 +407,10 @@ def ingest(
             arrow_schema, batches = _parquet_batches(src)
         if spec is not None:
             problems = check_arrow_schema(arrow_schema, spec)
+            if problems:
+                raise SchemaRejected(problems)
+        if policy is not None and policy.join_keys:
+            problems = join_key_problems(arrow_schema, policy.join_keys)
             if problems:
                 raise SchemaRejected(problems)
         inferrer = SchemaInferrer(arrow_schema, declared)

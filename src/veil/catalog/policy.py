@@ -27,6 +27,7 @@ from veil.names import check_backend, check_party
 from veil.privacy.accounting import BudgetPolicy
 
 __all__ = [
+    "DEFAULT_JOIN_SAMPLE_RATE",
     "ApprovalSpec",
     "AttestationSpec",
     "ColumnSpec",
@@ -40,6 +41,9 @@ __all__ = [
     "ViewsSpec",
     "parse_policy",
 ]
+
+# Small on purpose: each sampled key's pseudonym shows up in every view of the collaboration.
+DEFAULT_JOIN_SAMPLE_RATE = 0.05
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -193,6 +197,14 @@ class DatasetPolicy(_Strict):
     # The largest membership-inference advantage (max TPR - FPR of the executor's audit) a
     # notebook-trained model may show and still reach review; None: reviewers decide alone.
     max_mia_advantage: float | None = Field(default=None, ge=0, le=1)
+    # Columns other providers' data can be joined on. In the mock and synthetic views they
+    # hold keyed pseudonyms of a Poisson sample of the real keys (``veil.catalog.joinkeys``):
+    # what that discloses is documented there and in the README.
+    join_keys: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=16)
+    # The probability with which each distinct real key is sampled into a view (default
+    # DEFAULT_JOIN_SAMPLE_RATE); a view never holds more keys than it has rows.
+    join_sample_rate: float | None = Field(default=None, gt=0.0, le=1.0)
 
     @field_validator("consumers")
     @classmethod
@@ -205,6 +217,22 @@ class DatasetPolicy(_Strict):
         for b in v:
             check_backend(b)
         return _unique(v, "allowed_backends")
+
+    @field_validator("join_keys")
+    @classmethod
+    def _join_keys(cls, v: list[str]) -> list[str]:
+        return _unique(v, "join_keys")
+
+    @model_validator(mode="after")
+    def _join_sampling(self) -> DatasetPolicy:
+        if self.join_sample_rate is not None and not self.join_keys:
+            raise ValueError("join_sample_rate is only meaningful with join_keys")
+        return self
+
+    @property
+    def effective_join_sample_rate(self) -> float:
+        return DEFAULT_JOIN_SAMPLE_RATE if self.join_sample_rate is None \
+            else self.join_sample_rate
 
     @field_validator("categories")
     @classmethod

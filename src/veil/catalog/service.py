@@ -97,7 +97,8 @@ class Catalog:
         key = dataset_data_key(dataset_id)
         staged = self.blobs.staging_path(key)
         view_paths: list[tuple[Path, str]] = []
-        builders = view_builders_for(policy)
+        builders = view_builders_for(
+            policy, collaboration=self.keyring.collaboration_key() if policy.join_keys else None)
         try:
             result = ingest(source, filename=filename, max_bytes=max_bytes, dest=staged, dek=dek,
                             context=_context(dataset_id, "data"), views=builders, policy=policy)

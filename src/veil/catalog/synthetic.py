@@ -10,11 +10,13 @@ see only its DP figures.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from veil.catalog.errors import ViewUnavailable
 from veil.catalog.schema import Schema
 from veil.catalog.views import SampleViewBuilder
 
@@ -27,8 +29,10 @@ class SyntheticViewBuilder:
     def __init__(self, *, epsilon: float, delta: float = 0.0, rows: int = 1000,
                  seed: int | None = None, method: str = "mst",
                  bounds: dict[str, tuple[float, float]] | None = None,
-                 fit_rows_cap: int = FIT_ROWS_CAP) -> None:
+                 fit_rows_cap: int = FIT_ROWS_CAP, exclude: Sequence[str] = ()) -> None:
         self.epsilon, self.delta, self.rows, self.seed = epsilon, delta, rows, seed
+        # Columns left out of the fit (join keys: ``veil.catalog.joinkeys`` fills them in).
+        self.exclude = list(exclude)
         self.bounds = bounds or {}
         self.method = method
         self._reservoir = SampleViewBuilder(rows=fit_rows_cap, seed=seed,
@@ -42,6 +46,11 @@ class SyntheticViewBuilder:
         from veil.privacy.synthetic import fit_synthetic
 
         real = self._reservoir.build(schema)
+        order = list(real.columns)
+        real = real.drop(columns=self.exclude)
+        if self.exclude and real.shape[1] < 2:  # MST fits pairs of columns
+            raise ViewUnavailable("the synthetic view needs at least two columns besides "
+                                  "the join keys")
         # The model bins numbers; dates and times travel as integer nanoseconds and come back.
         temporal = {c: real[c].dtype for c in real.columns
                     if pd.api.types.is_datetime64_any_dtype(real[c])
@@ -55,4 +64,6 @@ class SyntheticViewBuilder:
         frame = view.frame
         for column in temporal:
             frame[column] = pd.to_datetime(frame[column].round(), unit="ns")
-        return frame
+        for column in self.exclude:
+            frame[column] = None  # a placeholder the join-key wrapper overwrites
+        return frame[order]

@@ -22,10 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from veil.catalog.errors import CatalogError, ViewUnavailable
+from veil.catalog.joinkeys import JoinKeyView
 from veil.catalog.schema import Schema
 
 if TYPE_CHECKING:
     from veil.catalog.policy import DatasetPolicy
+    from veil.crypto.pseudonym import CollaborationKey
 
 __all__ = [
     "VIEW_BUILDERS",
@@ -304,32 +306,51 @@ def make_view_builder(name: str, **params: Any) -> ViewBuilder:
 
 
 def view_builders_for(
-    policy: DatasetPolicy | None, *, seed: int | None = None
+    policy: DatasetPolicy | None, *, seed: int | None = None,
+    collaboration: CollaborationKey | None = None,
 ) -> list[ViewBuilder]:
-    """The builders a policy calls for: mock always, sample only on opt-in, synthetic if set."""
+    """The builders a policy calls for: mock always, sample only on opt-in, synthetic if set.
+
+    With ``join_keys`` in the policy every view is wrapped so those columns hold pseudonyms
+    under ``collaboration`` (``veil.catalog.joinkeys``); without that key it refuses.
+    """
     if policy is None:
         return [make_view_builder("mock", seed=seed)]
+    join_keys = list(policy.join_keys)
+    if join_keys and collaboration is None:
+        raise CatalogError("join keys need the platform's collaboration key")
     views = policy.views
+    q = policy.effective_join_sample_rate
+
+    def joinable(builder: ViewBuilder, rows: int | None) -> ViewBuilder:
+        if not join_keys:
+            return builder
+        assert collaboration is not None
+        return JoinKeyView(builder, join_keys, collaboration, q=q, cap=rows or 1,
+                           real_rows=rows is None, seed=seed)
+
     builders = [
-        make_view_builder(
+        joinable(make_view_builder(
             "mock",
             rows=views.mock.rows,
             seed=seed,
             min_category_count=views.mock.min_category_count,
-        )
+        ), views.mock.rows)
     ]
     sample = views.sample
     if sample is not None and sample.publishable:
         if sample.fraction is not None:
-            builders.append(make_view_builder("sample", fraction=sample.fraction, seed=seed))
+            builder = make_view_builder("sample", fraction=sample.fraction, seed=seed)
         else:
-            builders.append(make_view_builder("sample", rows=sample.rows or 1000, seed=seed))
+            builder = make_view_builder("sample", rows=sample.rows or 1000, seed=seed)
+        builders.append(joinable(builder, None))
     if views.synthetic is not None:
         spec = views.synthetic
-        builders.append(
+        # The join keys are not fitted (their pseudonyms replace them): no epsilon spent there.
+        builders.append(joinable(
             make_view_builder(
                 "synthetic", epsilon=spec.epsilon, delta=spec.delta, rows=spec.rows, seed=seed,
-                bounds={k: (v[0], v[1]) for k, v in spec.bounds.items()}
-            )
-        )
+                bounds={k: (v[0], v[1]) for k, v in spec.bounds.items() if k not in join_keys},
+                exclude=join_keys,
+            ), spec.rows))
     return builders

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
+import warnings
 from typing import Any
 
 from veil.sdk.client import ApiError, Client
@@ -55,8 +57,51 @@ def load(name: str, *, view: str | None = None) -> Any:
     kind, data = client.view(name, view)
     frame = pd.read_parquet(io.BytesIO(data))
     frame.attrs["veil_view"] = kind
-    register_load(name, frame, client.dataset(name).get("rules") or {})
+    info = client.dataset(name)
+    register_load(name, frame, info.get("rules") or {})
+    _warn_unjoinable(client, name, frame, info)
     return frame
+
+
+_ID_LIKE = re.compile(r"(^|_)(id|key)$", re.IGNORECASE)
+
+
+def _warn_unjoinable(client: Client, name: str, frame: Any, info: dict[str, Any]) -> None:
+    """Warn when a join on this view's id columns could not mean anything in stage 1.
+
+    A join key the provider declared holds pseudonyms that match other providers' views; any
+    other id column in a mock or synthetic view is random or empty, so a join on it gives no
+    rows (or a null-by-null blow-up) without saying so.
+    """
+    declared = set(info.get("join_keys") or [])
+    for column in declared & set(frame.columns):
+        if frame[column].isna().all():
+            warnings.warn(f"{name}: join key column {column!r} is empty in this view; a join "
+                          "on it will not match anything", UserWarning, stacklevel=3)
+    candidates = {c for c in frame.columns if isinstance(c, str) and _ID_LIKE.search(c)}
+    candidates -= declared
+    if not candidates:
+        return
+    try:
+        others = [d for d in client.datasets() if d.get("name") != name]
+    except ApiError:
+        return
+    for column in sorted(candidates):
+        shared = sorted(d["name"] for d in others
+                        if column in _column_names(d.get("schema")))
+        if shared:
+            warnings.warn(
+                f"{name}: column {column!r} is not a declared join key of this dataset: its "
+                f"values in the {frame.attrs.get('veil_view', 'stage-1')} view are not joinable "
+                f"pseudonyms, so a join with {', '.join(shared)} on it is meaningless in stage 1 "
+                "(the provider can list it in the policy's join_keys)",
+                UserWarning, stacklevel=3)
+
+
+def _column_names(schema: Any) -> set[str]:
+    if not isinstance(schema, dict):
+        return set()
+    return {c["name"] for c in schema.get("columns") or [] if isinstance(c, dict) and "name" in c}
 
 
 def aggregate(data: Any, by: Any, **aggregates: Any) -> Any:

@@ -35,6 +35,7 @@ class DatasetIn(BaseModel):
 
 
 def describe(dataset: Dataset, *, owner_view: bool) -> dict[str, Any]:
+    policy = policy_of(dataset)
     info: dict[str, Any] = {
         "id": dataset.id, "name": dataset.full_name, "status": dataset.status,
         "rows": dataset.rows, "views": sorted(v.kind for v in dataset.views),
@@ -44,7 +45,9 @@ def describe(dataset: Dataset, *, owner_view: bool) -> dict[str, Any]:
         "content_digest": dataset.content_digest,
         "schema": _public_schema(dataset.schema),
         # The privacy unit and public group keys: what stage-1 DP queries are evaluated with.
-        "rules": policy_of(dataset).public_rules(),
+        "rules": policy.public_rules(),
+        # Columns whose view values are pseudonyms that join across providers' views.
+        "join_keys": list(policy.join_keys),
     }
     if owner_view:
         info["policy"] = dataset.policy
