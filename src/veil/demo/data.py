@@ -51,6 +51,8 @@ min_group_size = 20
 small_groups = "drop"
 allowed_backends = ["local-sandbox"]
 categories = { region = ["north", "south", "east", "west"] }
+# patient_id joins with the insurer's views: pseudonyms under the platform's key, never real ids
+join_keys = ["patient_id"]
 
 [privacy_unit]             # DP protects a patient: at most 4 visits of each are used
 id_column = "patient_id"
@@ -78,6 +80,11 @@ min_group_size = 25
 small_groups = "drop"
 allowed_backends = ["local-sandbox"]
 categories = { plan = ["basic", "plus", "premium"] }
+# The views carry pseudonyms of a sample of the real ids. The rate is far above the default
+# (0.05) so that the demo's stage-1 join has groups of 25: for about 60% of the insured
+# patients among the hospital's published sample rows, it discloses that they are insured.
+join_keys = ["patient_id"]
+join_sample_rate = 0.6
 
 [privacy_unit]
 id_column = "patient_id"
@@ -91,9 +98,10 @@ rows = 1000
 
 [views.synthetic]
 epsilon = 1.0
-rows = 1000
-# Public bounds (not secret: the id range and the plans' claim cap); the rest are DP-chosen.
-bounds = { patient_id = [0, 5000], claim_amount = [0, 10000] }
+rows = 2000
+# Public bounds (not secret: the plans' claim cap); the rest are DP-chosen. patient_id is a
+# join key: not fitted, its pseudonyms are filled in.
+bounds = { claim_amount = [0, 10000] }
 
 [budget]
 epsilon = 3.0
