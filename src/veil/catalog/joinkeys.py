@@ -15,12 +15,16 @@ in every dataset and every upload of the collaboration, so two providers' views 
 as much as their data does, and re-uploading reveals no one new. When more than ``rows`` keys
 qualify, the ``rows`` smallest hashes are kept (a uniform subset). The mock and synthetic
 views spread the sampled pseudonyms over their rows at random (a row's other values are not
-the person's); the sample view's real rows carry their own key's pseudonym.
+the person's). The sample view's real rows carry pseudonyms under a throwaway key of their
+own: never the real id, and never joinable (a match would say that this published person is
+in the other provider's data).
 
 What this discloses (not covered by any DP guarantee, and not claimed to be): to anyone
-holding two views, which pseudonyms — which sampled people — appear in both datasets, and
-with a publishable sample view, that a real published row's person is in the other dataset.
-The pseudonym itself is meaningless without the collaboration key. Keep q small.
+holding two mock/synthetic views, which pseudonyms — which sampled, unidentified people —
+appear in both datasets, so the size of the sampled overlap, and about how many distinct keys
+each dataset has (about q times it). A pseudonym is meaningless without the collaboration key,
+which never leaves the server, and no view row that is a real record carries one. Keep q
+small.
 """
 
 from __future__ import annotations

@@ -326,8 +326,16 @@ def view_builders_for(
         if not join_keys:
             return builder
         assert collaboration is not None
-        return JoinKeyView(builder, join_keys, collaboration, q=q, cap=rows or 1,
-                           real_rows=rows is None, seed=seed)
+        if rows is None:
+            # Real (published) rows never carry a joinable pseudonym: matching one against
+            # another provider's view would disclose that this identifiable person is in that
+            # provider's data. Their keys are pseudonyms under a throwaway key: neither the real
+            # id nor linkable to anything.
+            from veil.crypto.pseudonym import CollaborationKey as Throwaway
+
+            return JoinKeyView(builder, join_keys, Throwaway.generate(), q=q, cap=1,
+                               real_rows=True, seed=seed)
+        return JoinKeyView(builder, join_keys, collaboration, q=q, cap=rows, seed=seed)
 
     builders = [
         joinable(make_view_builder(

@@ -51,8 +51,10 @@ min_group_size = 20
 small_groups = "drop"
 allowed_backends = ["local-sandbox"]
 categories = { region = ["north", "south", "east", "west"] }
-# patient_id joins with the insurer's views: pseudonyms under the platform's key, never real ids
+# patient_id joins with the insurer's views: pseudonyms of a sample of 30% of the ids under
+# the platform's key, never real ids (discloses the sampled overlap's size; see README).
 join_keys = ["patient_id"]
+join_sample_rate = 0.3
 
 [privacy_unit]             # DP protects a patient: at most 4 visits of each are used
 id_column = "patient_id"
@@ -62,11 +64,7 @@ max_contributions = 4
 mode = "manual"
 
 [views.mock]
-rows = 1000
-
-[views.sample]
-publishable = true
-fraction = 0.05
+rows = 2000
 
 [budget]
 epsilon = 3.0
@@ -80,11 +78,11 @@ min_group_size = 25
 small_groups = "drop"
 allowed_backends = ["local-sandbox"]
 categories = { plan = ["basic", "plus", "premium"] }
-# The views carry pseudonyms of a sample of the real ids. The rate is far above the default
-# (0.05) so that the demo's stage-1 join has groups of 25: for about 60% of the insured
-# patients among the hospital's published sample rows, it discloses that they are insured.
+# The views carry pseudonyms of a coordinated 30% sample of the ids (above the default 0.05
+# so that the demo's stage-1 join has groups of 25): anyone with both views learns how many
+# sampled, unidentified patients the two share.
 join_keys = ["patient_id"]
-join_sample_rate = 0.6
+join_sample_rate = 0.3
 
 [privacy_unit]
 id_column = "patient_id"
