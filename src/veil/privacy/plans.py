@@ -385,7 +385,7 @@ def _plain(value: Any) -> Any:
         return value.item()
     if isinstance(value, str | int | float | bool):
         return value
-    raise PlanError(f"a filter value must be a constant, not {type(value).__name__}")
+    raise PlanError(f"a plan value must be a constant, not {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------- trusted inputs

@@ -40,6 +40,7 @@ from veil.privacy.plans import (
     SourceRules,
     TrainQuery,
     _build,
+    _plain,
     evaluate,
 )
 from veil.privacy.training import DPModel, score
@@ -273,16 +274,10 @@ def _train(data: Any, model: str, features: Sequence[str], label: str,
         raise PlanError("bounds must map each column to its public (lower, upper)")
     doc = {"query": {"kind": "train", "relation": table(data).model_dump(mode="json"),
                      "model": model, "features": list(features), "label": label,
-                     "bounds": {str(k): _plain_pair(v) for k, v in bounds.items()},
+                     "bounds": {str(k): _plain(v) for k, v in bounds.items()},
                      "epsilon": epsilon, "delta": delta, "steps": steps, "clip": clip,
                      "learning_rate": learning_rate}}
     return Query(_build(PlanDocument, doc))
-
-
-def _plain_pair(pair: Any) -> Any:
-    if isinstance(pair, list | tuple):
-        return [v.item() if hasattr(v, "item") else v for v in pair]
-    return pair
 
 
 def _by(by: str | Sequence[str]) -> list[str]:
