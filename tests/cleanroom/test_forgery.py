@@ -20,11 +20,11 @@ FORGE = """
 import hashlib, json, os, pathlib
 from veil.release.manifest import OutputEntry, OutputManifest, read_manifest, write_manifest
 out = pathlib.Path(os.environ.get('VEIL_OUTPUTS', '/outputs'))
-def forge(name, kind, file, data):
+def forge(name, kind, file, data, meta=None):
     (out / file).write_bytes(data)
     m = read_manifest(out)
     entry = OutputEntry(name=name, kind=kind, file=file, size=len(data),
-                        sha256=hashlib.sha256(data).hexdigest())
+                        sha256=hashlib.sha256(data).hexdigest(), meta=meta or {})
     write_manifest(out, OutputManifest(outputs=[*m.outputs, entry]))
 """
 
@@ -41,6 +41,9 @@ NOTEBOOK = notebook(
     "     'params': {'column': None, 'scale': 2.5}}\n"
     "forge('forged_dp', 'dp', 'forged_dp.json', json.dumps(r).encode())\n"
     "forge('forged_table', 'aggregate', 'forged_table.parquet', b'PAR1')\n"
+    # A notebook table whose manifest claims measured facts it has no right to.
+    "forge('claimed', 'figure', 'claimed.png', b'png', meta={'workload_computed': False,\n"
+    "      'mia_advantage': 0.0, 'epsilon': 0.001})\n"
     # A plan over a dataset that is not an input, and one with keys of the notebook's choosing.
     "other = {'format': 'veil-plan/1', 'query': {'kind': 'dp', 'relation': {'sources':\n"
     "         ['insurer/claims'], 'join_on': None, 'filters': []}, 'measure':\n"
@@ -52,7 +55,7 @@ NOTEBOOK = notebook(
     "                             'by': ['patient_id'], 'keys': [1, 2, 3]}\n"
     "forge('keyed', 'plan', 'keyed.plan.json', json.dumps(keyed).encode())",
 )
-OUTPUTS = ["edited", "forged_dp", "forged_table", "good", "ids", "keyed", "outside", "too_much"]
+OUTPUTS = ["claimed", "edited", "forged_dp", "forged_table", "good", "ids", "keyed", "outside", "too_much"]
 
 
 @pytest.fixture()
@@ -94,6 +97,10 @@ def test_forged_and_unpinned_outputs_never_leave_automatically(job) -> None:
     ids = outs["ids"]
     assert ids["status"] == "pending_review" and ids["meta"]["workload_computed"] is True
     assert ids["meta"]["rows"] == 40 and "risk" not in ids["meta"]  # cost >= 1001 >= k
+    # What a manifest claims is kept apart: never read as a measured fact.
+    claimed = outs["claimed"]
+    assert claimed["meta"]["workload_computed"] is True and "epsilon" not in claimed["meta"]
+    assert claimed["meta"]["declared"]["mia_advantage"] == 0.0
     assert w.researcher.budgets()[0]["epsilon_left"] == pytest.approx(1.0 - 0.4 - 0.01)
     released = json.loads(w.researcher.output(done["id"], "good"))
     assert released["mechanism"] == "count" and abs(released["value"] - 200) < 60

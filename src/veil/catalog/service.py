@@ -147,16 +147,27 @@ class Catalog:
             raise
 
     # -- job outputs: encrypted at rest like datasets --------------------------------------
-    def put_output(self, job: Job, name: str, data: bytes) -> None:
-        """Seal an output under a fresh data key wrapped by the consumer party's KEK."""
+    def seal_output(self, job: Job, name: str, source: Path) -> Path:
+        """Stream ``source`` into a staged blob sealed under a fresh data key wrapped by the
+        consumer party's KEK; ``commit_output`` puts it in place. Slow (crypto, I/O), so
+        callers do it before their transaction, not inside it."""
         dek = DataKey.generate()
         context = _output_context(job.id, name)
         wrapped = self.keyring.kek(job.party_id).wrap(dek, context=context)
-        sealed = io.BytesIO()
-        with EncryptingWriter(sealed, dek, context=context) as writer:
-            writer.write(data)
-        self.blobs.put(output_blob_key(job.id, name),
-                       len(wrapped).to_bytes(2, "big") + wrapped + sealed.getvalue())
+        staged = self.blobs.staging_path(output_blob_key(job.id, name))
+        try:
+            with source.open("rb") as src, staged.open("wb") as out:
+                out.write(len(wrapped).to_bytes(2, "big") + wrapped)
+                with EncryptingWriter(out, dek, context=context) as writer:
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        writer.write(chunk)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return staged
+
+    def commit_output(self, staged: Path, job: Job, name: str) -> None:
+        self.blobs.commit(staged, output_blob_key(job.id, name))
 
     def get_output(self, job: Job, name: str) -> bytes:
         blob = self.blobs.get(output_blob_key(job.id, name))

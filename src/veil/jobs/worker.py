@@ -31,6 +31,7 @@ from veil.jobs.service import load_bundle
 from veil.privacy.plans import PINNED_PLANS_FILE, parse_pinned
 from veil.release import PENDING, REFUSED, Decision, InputRules, ManifestError, evaluate, ledger
 from veil.release.executor import ExecutorError, ExecutorReport, execute_plans
+from veil.release.manifest import WORKLOAD_KINDS
 from veil.stage import ENV_JOB_ID, InputIndex
 from veil.store.db import Database
 from veil.store.models import Job, Output, utcnow
@@ -233,6 +234,23 @@ class Worker:
         except ManifestError as exc:
             self._fail(job_id, f"outputs rejected: {exc}", result)
             return
+        # Sealed before the transaction (crypto and I/O never run under the DB lock); refused
+        # outputs are never kept, so what the ledger refuses below is dropped again.
+        with self.db.transaction() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+        staged = {d.entry.name: self.catalog.seal_output(job, d.entry.name, d.path)
+                  for d in decisions if d.status != REFUSED}
+        try:
+            self._settle(job_id, decisions, staged, report, result, final)
+        finally:
+            for path in staged.values():
+                path.unlink(missing_ok=True)
+
+    def _settle(self, job_id: str, decisions: list[Decision], staged: dict[str, Path],
+                report: ExecutorReport, result: dict[str, object],
+                final: FinalAttestation) -> None:
+        """One transaction: token, charges, output rows and blobs, the job's new state."""
         with self.db.transaction() as session:
             job = session.get(Job, job_id)
             assert job is not None
@@ -248,20 +266,25 @@ class Worker:
             ledger.charge(session, job_id=job.id, party_id=job.party_id,
                           datasets=[inp.dataset for inp in job.inputs], decisions=decisions)
             for decision in decisions:
-                self._store_output(session, job, decision)
+                self._store_output(session, job, decision, staged.get(decision.entry.name))
             transition(session, job, State.OUTPUT_REVIEW, actor=f"system:{self.worker_id}",
                        result=result)
             if all(d.status != PENDING for d in decisions):
                 transition(session, job, State.RELEASED, actor="system:gate")
 
-    def _store_output(self, session: Session, job: Job, decision: Decision) -> None:
+    def _store_output(self, session: Session, job: Job, decision: Decision,
+                      staged: Path | None) -> None:
         entry = decision.entry
-        if decision.status != REFUSED:  # refused outputs are never kept; the rest encrypted
-            self.catalog.put_output(job, entry.name, decision.path.read_bytes())
+        if decision.status != REFUSED and staged is not None:
+            self.catalog.commit_output(staged, job, entry.name)
+        # What the notebook wrote in its manifest is a claim: kept apart from the gate's and the
+        # executor's facts, so a reviewer never reads a workload value as a measured one.
+        meta = dict(decision.meta)
+        if entry.meta and (entry.kind in WORKLOAD_KINDS or decision.status == REFUSED):
+            meta["declared"] = entry.meta
         session.add(Output(job_id=job.id, name=entry.name, kind=entry.kind,
                            media_type=decision.media_type, sha256=entry.sha256, size=entry.size,
-                           status=decision.status, reason=decision.reason,
-                           meta={**entry.meta, **decision.meta}))
+                           status=decision.status, reason=decision.reason, meta=meta))
         audit.record(session, actor="system:gate", action=f"output.{decision.status}",
                      subject=job.id, detail={"output": entry.name, "kind": entry.kind,
                                              "reason": decision.reason})
