@@ -55,7 +55,8 @@ NOTEBOOK = notebook(
     "                             'by': ['patient_id'], 'keys': [1, 2, 3]}\n"
     "forge('keyed', 'plan', 'keyed.plan.json', json.dumps(keyed).encode())",
 )
-OUTPUTS = ["claimed", "edited", "forged_dp", "forged_table", "good", "ids", "keyed", "outside", "too_much"]
+OUTPUTS = ["claimed", "edited", "forged_dp", "forged_table", "good", "ids", "keyed", "outside",
+           "too_much"]
 
 
 @pytest.fixture()
