@@ -5,6 +5,7 @@ our input or policy, our own bug, the peer, or the wire. The whole tree, under o
 
     PsiError                     every error raised by veil.psi
     ├── InputError               our own input or configuration is unusable (local)
+    │   └── AuditError           a leakage-audit parameter is out of range (veil.psi.audit)
     ├── BudgetExceeded           our query budget for this peer and dataset is spent (local)
     ├── GroupError               a group operation failed (missing library, bad encoding)
     ├── InternalError            an unexpected exception inside our protocol code (a bug)
@@ -37,6 +38,10 @@ class GroupError(PsiError):
 
 class InputError(PsiError):
     """A party's own input is unusable (duplicate IDs, bad feature values, wrong columns)."""
+
+
+class AuditError(InputError):
+    """A leakage-audit parameter is out of range or inconsistent; the message names it."""
 
 
 class InternalError(PsiError):

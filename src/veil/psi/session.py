@@ -138,6 +138,16 @@ def _hash_input(column: int, kind: int) -> bytes:
     return _HASH_PREFIX + struct.pack(">HB", column, kind)
 
 
+def choose_common(tau: int, random_bytes: RandomBytes) -> np.ndarray:
+    """Which tau of the 2tau common-pool IDs one party puts in a column (spec §4).
+
+    Each party draws this privately; the round's dummy matches are the overlap of the two
+    draws (Hypergeometric(2tau, tau, tau)). The leakage audit samples the noise through this
+    same function so its simulation cannot drift from the protocol.
+    """
+    return _permutation(2 * tau, random_bytes)[:tau]
+
+
 def _dummy_pool(seed: bytes, tau: int) -> list[bytes]:
     """The 2tau common identifiers, identical on both sides (derived from the sender's seed)."""
     stream = hashlib.shake_256(b"veil-psi/common-pool" + seed).digest(32 * tau)
@@ -551,7 +561,7 @@ class PsiParty:
             for c in range(k):
                 common = _hash_input(c, _KIND_COMMON)
                 unique = _hash_input(c, _KIND_UNIQUE)
-                chosen = _permutation(2 * tau, rnd)[:tau]
+                chosen = choose_common(tau, rnd)
                 col: list[bytes] = []
                 for block in range(k):
                     if block == c:
