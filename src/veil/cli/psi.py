@@ -1,4 +1,4 @@
-"""`veil psi ...`: DPCA-PSI from the command line (keygen, run, reveal, tau)."""
+"""`veil psi ...`: DPCA-PSI from the command line (keygen, run, reveal, tau, audit)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from pathlib import Path
 
 import typer
 
+from veil.cli.psi_audit import audit
 from veil.cli.psi_tau import tau
 
 app = typer.Typer(help="DPCA-PSI: multi-ID private set intersection with DP and secret shares.",
                   no_args_is_help=True)
 app.command("tau")(tau)
+app.command("audit")(audit)
 
 
 def _fail(message: str) -> typer.Exit:
