@@ -75,12 +75,11 @@ def audit(
             chosen = tuple(o for o in ORACLES if o != "dpca-k1-faithful")
             if faithful_reps:
                 chosen += ("dpca-k1-faithful",)
-        kwargs = {"attacks": _names(attacks)} if attacks else {}
         cfg = SweepConfig(
             n_x=size, n_y=size, intersection=size // 2 if intersection is None else intersection,
             k_multi=ids, calls=_calls(calls), epsilons=_floats(epsilons, "--epsilons"),
             reps=reps, oracles=chosen, faithful_reps=faithful_reps, seed=seed,
-            **kwargs,  # type: ignore[arg-type]
+            attacks=_names(attacks) or SweepConfig.attacks,
         )
         if out.exists() and not out.is_dir():
             raise AuditError(f"--out {out} exists and is not a folder")

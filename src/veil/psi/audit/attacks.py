@@ -168,17 +168,17 @@ _PLAN_MAX = 24
 """Largest node DyPathBlazer plans for exactly (the table costs ~n^5); larger nodes halve."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _free(n: int, c: int) -> int:
     return n if c in (0, n) else 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hyp(n: int, c: int, k: int, i: int) -> float:
     return math.comb(c, i) * math.comb(n - c, k - i) / math.comb(n, k)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def plan(n: int, c: int, t: int) -> tuple[float, int]:
     """(expected memberships resolved, best split size K) for a node of n with c members, t calls.
 
@@ -343,7 +343,7 @@ def act_bayesian(values: np.ndarray, oracle: Oracle, calls: int, rng: np.random.
             break
         top = post[open_].max()
         sel = rng.permutation(open_[post[open_] >= top - tolerance])
-        na = max(1, int(round(sel.size * sample_rate)))
+        na = max(1, round(sel.size * sample_rate))
         a, b = sel[:na], sel[na:]
         expected = float(post[sel].sum())
         got = _count(budget.query(a), a.size)

@@ -12,7 +12,7 @@ worlds have the same number of victim rows (the row count is public).
   and only the DP noise on m_2 protects it.
 - DPCA-PSI: m_2 + H_2. The best any test can do from the sizes is the total-variation distance
   between H and H + 1, which the DP bound caps; the audit reports the empirical advantage of
-  the likelihood-ratio test (guess "linked" when m_2 − τ/2 < 1/2), in sampling mode and through
+  the likelihood-ratio test (guess "linked" when m_2 - τ/2 < 1/2), in sampling mode and through
   the real protocol. In faithful runs the attacker's other outputs (the victim's padded row
   count, the empty shares) are checked to be identical in both worlds, so the sizes are all that
   differ in what `run_local` returns.
@@ -45,7 +45,7 @@ class LinkageResult:
     trials: int
     accuracy: float
     advantage: float
-    """2·accuracy − 1 (0 = no better than a coin, 1 = always right)."""
+    """2·accuracy - 1 (0 = no better than a coin, 1 = always right)."""
     best_possible: float
     """The largest advantage any test on the revealed sizes can have."""
     bound: float | None
@@ -127,8 +127,8 @@ def linkage_test(tau: int, *, epsilon: float | None, delta: float, trials: int =
     right = 0
     for world in (True, False):
         victim = _worlds(world)[1]
-        sizes = _subset_sizes([[b"a"], [b"b"]], victim)  # probe: the single record (a, b)
-        right += (sizes[(0, 1)] >= 1) == world
+        per_set = _subset_sizes([[b"a"], [b"b"]], victim)  # probe: the single record (a, b)
+        right += (per_set[(0, 1)] >= 1) == world
     out = [LinkageResult("multi-ID ECDH-PSI (2^k sizes)", 0, 2, right / 2, right - 1.0, 1.0,
                          None)]
     plain_sizes = {linked: _faithful(linked, 0, random_bytes)[0] for linked in (True, False)}
@@ -151,9 +151,9 @@ def linkage_test(tau: int, *, epsilon: float | None, delta: float, trials: int =
         peer_rows = set()
         for world in (True, False):
             for _ in range(faithful_trials):
-                sizes, rows = _faithful(world, tau, random_bytes)
+                got, rows = _faithful(world, tau, random_bytes)
                 peer_rows.add(rows)
-                right += _guess_linked(sizes, tau) == world
+                right += _guess_linked(got, tau) == world
         if len(peer_rows) != 1:
             raise AuditError("the two worlds differ in the victim's padded row count")
         acc = right / (2 * faithful_trials)

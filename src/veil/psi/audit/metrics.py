@@ -57,7 +57,7 @@ def score(inference: Inference, member: np.ndarray) -> Score:
 
 
 def dp_bound(epsilon: float, delta: float) -> float:
-    """Largest membership advantage (ε, δ)-DP allows at a fair prior: (e^ε − 1 + 2δ)/(e^ε + 1)."""
+    """Largest membership advantage (ε, δ)-DP allows at a fair prior: (e^ε - 1 + 2δ)/(e^ε + 1)."""
     if not epsilon > 0 or not 0 <= delta < 1:
         raise AuditError(f"need epsilon > 0 and 0 <= delta < 1, got ({epsilon!r}, {delta!r})")
     if math.isinf(epsilon):

@@ -189,10 +189,10 @@ class DpcaFaithful:
                              "is not a protocol run)")
         self.calls += 1
         dp = self.tau > 0
-        common = {"group": self.group, "input_dp": dp, "tau": self.tau if dp else None}
-        sender = PsiParty(PsiConfig(role="sender", **common),  # type: ignore[arg-type]
+        tau = self.tau if dp else None
+        sender = PsiParty(PsiConfig(role="sender", group=self.group, input_dp=dp, tau=tau),
                           PartyData(self._attacker_ids(idx)), random_bytes=self.random_bytes)
-        receiver = PsiParty(PsiConfig(role="receiver", **common),  # type: ignore[arg-type]
+        receiver = PsiParty(PsiConfig(role="receiver", group=self.group, input_dp=dp, tau=tau),
                             PartyData(self._victim), random_bytes=self.random_bytes)
         result, _ = run_local(sender, receiver)
         bias = self.pop.k * dummy_noise(result.tau)[0]

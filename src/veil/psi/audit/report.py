@@ -32,10 +32,10 @@ def summary_table(rows: Sequence[SweepRow]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in last.values():
-        eps = "–" if r.epsilon is None else f"{r.epsilon:g}"
-        bound = "–" if r.bound is None else _pct(r.bound)
+        eps = "-" if r.epsilon is None else f"{r.epsilon:g}"
+        bound = "-" if r.bound is None else _pct(r.bound)
         if r.bound is None:
-            within = "–"
+            within = "-"
         else:
             # the mean of `reps` runs: allow two standard errors of sampling error
             slack = 2 * r.advantage_sd / max(r.reps, 1) ** 0.5
@@ -51,7 +51,7 @@ def linkage_table(results: Sequence[LinkageResult]) -> list[str]:
     out = ["| observer | τ | trials | accuracy % | advantage % | best possible % | DP bound % |",
            "|---|---|---|---|---|---|---|"]
     for r in results:
-        bound = "–" if r.bound is None else _pct(r.bound)
+        bound = "-" if r.bound is None else _pct(r.bound)
         out.append(f"| {r.observer} | {r.tau} | {r.trials} | {_pct(r.accuracy)} | "
                    f"{_pct(r.advantage)} | {_pct(r.best_possible)} | {bound} |")
     return out
@@ -104,7 +104,7 @@ def write_plot(rows: Sequence[SweepRow], path: Path) -> None:
         for b in bounds:
             row_axes[1].axhline(100 * b, color="grey", linewidth=0.6, linestyle=":")
         row_axes[0].set_title(f"{attack}: leakage (correct / |X|)")
-        row_axes[1].set_title(f"{attack}: advantage (correct − wrong) / |X|; dotted: DP bounds")
+        row_axes[1].set_title(f"{attack}: advantage (correct - wrong) / |X|; dotted: DP bounds")
         for ax in row_axes:
             ax.set_xlabel("PSI calls")
             ax.set_ylabel("%")

@@ -114,6 +114,9 @@ class SweepRow:
     seconds: float
 
 
+_Make = Callable[[Population, np.random.Generator], Oracle]
+
+
 @dataclass
 class _Point:
     oracle: str
@@ -122,7 +125,7 @@ class _Point:
     epsilon: float | None
     tau: int
     bound: float | None
-    make: Callable[[Population, np.random.Generator], Oracle] = field(repr=False)
+    make: _Make = field(repr=False)
 
 
 def _applies(attack: str, kind: str, oracle: str) -> bool:
@@ -130,6 +133,32 @@ def _applies(attack: str, kind: str, oracle: str) -> bool:
     if need == "linked":
         return oracle == "reference-masking"
     return need == kind
+
+
+def _maker(oracle: str, tau: int, per_call: tuple[float, float]) -> _Make:
+    """A fresh oracle per run, its dummy choices drawn from the sweep's generator."""
+
+    def make(p: Population, r: np.random.Generator) -> Oracle:
+        rb = _bytes_from(r)
+        if oracle == "ecdh":
+            return PlainEcdh(p)
+        if oracle == "multi-id-ecdh":
+            return MultiIdEcdh(p)
+        if oracle == "ecdh-sum":
+            return SumOracle(p)
+        if oracle in ("dpca-k1", "dpca-multi"):
+            return DpcaSampling(p, tau, rb)
+        if oracle == "dpca-k1-faithful":
+            return DpcaFaithful(p, tau, random_bytes=rb)
+        if oracle == "reference-masking":
+            return ReferenceMasking(p, tau, rb)
+        if oracle == "ppam":
+            return SumOracle(p, tau, random_bytes=rb)
+        seed = int(r.integers(2**63))
+        return SumOracle(p, tau, dualdp=per_call, random_bytes=rb,
+                         rng=lambda: np.random.default_rng(seed))
+
+    return make
 
 
 def _points(cfg: SweepConfig, tau_for: Callable[[int, float], int]) -> Iterator[_Point]:
@@ -141,32 +170,16 @@ def _points(cfg: SweepConfig, tau_for: Callable[[int, float], int]) -> Iterator[
             if not _applies(attack, kind, oracle):
                 continue
             if not dp:
-                maker: Callable[[Population, np.random.Generator], Oracle] = {
-                    "ecdh": lambda p, r: PlainEcdh(p),
-                    "multi-id-ecdh": lambda p, r: MultiIdEcdh(p),
-                    "ecdh-sum": lambda p, r: SumOracle(p),
-                }[oracle]
-                yield _Point(oracle, attack, k, None, 0, None, maker)
+                yield _Point(oracle, attack, k, None, 0, None, _maker(oracle, 0, (1.0, 0.5)))
                 continue
             for eps in cfg.epsilons:
                 tau = tau_for(k, eps)
                 bound = dp_bound(eps, cfg.delta)
-                rb = _bytes_from
-                if oracle in ("dpca-k1", "dpca-multi"):
-                    maker = lambda p, r, t=tau: DpcaSampling(p, t, rb(r))  # noqa: E731
-                elif oracle == "dpca-k1-faithful":
-                    maker = lambda p, r, t=tau: DpcaFaithful(p, t, random_bytes=rb(r))  # noqa: E731
-                elif oracle == "reference-masking":
-                    maker = lambda p, r, t=tau: ReferenceMasking(p, t, rb(r))  # noqa: E731
-                elif oracle == "ppam":
-                    maker = lambda p, r, t=tau: SumOracle(p, t, random_bytes=rb(r))  # noqa: E731
-                else:  # ppam-dualdp: (ε/T, δ/T) per call for the sums, (2ε, 2δ) in all
-                    per_call = (eps / cfg.queries, cfg.delta / cfg.queries)
-                    maker = lambda p, r, t=tau, d=per_call: SumOracle(  # noqa: E731
-                        p, t, dualdp=d, random_bytes=rb(r),
-                        rng=lambda rr=r: np.random.default_rng(rr.integers(2**63)))
+                # ppam-dualdp: (ε/T, δ/T) per call for the sums, so (2ε, 2δ) with the sizes
+                per_call = (eps / cfg.queries, cfg.delta / cfg.queries)
+                if oracle == "ppam-dualdp":
                     bound = dp_bound(2 * eps, 2 * cfg.delta)
-                yield _Point(oracle, attack, k, eps, tau, bound, maker)
+                yield _Point(oracle, attack, k, eps, tau, bound, _maker(oracle, tau, per_call))
 
 
 def _bytes_from(rng: np.random.Generator) -> Callable[[int], bytes]:
@@ -182,7 +195,7 @@ def run_sweep(cfg: SweepConfig, tau_for: Callable[[int, float], int],
     for point in _points(cfg, tau_for):
         if progress:
             eps = "" if point.epsilon is None else f" ε={point.epsilon:g}"
-            progress(f"{point.oracle} × {point.attack}{eps}")
+            progress(f"{point.oracle} vs {point.attack}{eps}")
         faithful = point.oracle == "dpca-k1-faithful"
         budgets: Sequence[int] = (max(cfg.calls),) if faithful else cfg.calls
         reps = cfg.faithful_reps if faithful else cfg.reps
