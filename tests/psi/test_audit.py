@@ -225,3 +225,12 @@ def test_sweep_rows_cover_calls_and_epsilons() -> None:
         ("ecdh", None, 1), ("ecdh", None, 4), ("dpca-k1", 4.0, 1), ("dpca-k1", 4.0, 4),
         ("dpca-k1", 8.0, 1), ("dpca-k1", 8.0, 4)]
     assert rows[-1].tau == 5 and rows[-1].bound == pytest.approx(dp_bound(8.0, 1 / 200))
+
+
+def test_sweep_runs_the_real_protocol_for_faithful_points() -> None:
+    cfg = SweepConfig(calls=(1, 3), epsilons=(8.0,), reps=3, faithful_reps=2, seed=6,
+                      oracles=("dpca-k1-faithful", "dpca-multi-faithful"),
+                      attacks=("guo-improved",))
+    rows = run_sweep(cfg, lambda k, eps: 4)
+    assert [(r.oracle, r.k, r.calls, r.reps) for r in rows] == [
+        ("dpca-k1-faithful", 1, 3, 2), ("dpca-multi-faithful", 2, 3, 2)]

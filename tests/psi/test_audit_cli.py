@@ -29,6 +29,8 @@ def _audit(*args: str) -> tuple[int, str, str]:
     (["--size", "0"], "|X| must be an integer >= 1"),
     (["--size", "10", "--intersection", "11"], "intersection 11 exceeds"),
     (["--ids", "1"], "k for the multi-ID oracles must be in 2..8"),
+    (["--oracles", "dpca-k1-faithful"], "the *-faithful oracles need --faithful-reps >= 1"),
+    (["--faithful-reps", "-1"], "reps must be in 1..100000 and faithful reps in 0..1000"),
 ])
 def test_malformed_arguments_get_clear_errors(args: list[str], message: str,
                                               tmp_path: Path) -> None:

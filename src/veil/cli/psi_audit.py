@@ -50,8 +50,8 @@ def audit(
     intersection: int | None = typer.Option(None, "--intersection",
                                             help="|X ∩ Y| (default size/2)"),
     ids: int = typer.Option(2, "--ids", help="k for the multi-ID oracles"),
-    oracles: str | None = typer.Option(None, "--oracles", help="subset of oracles (default all "
-                                       "but dpca-k1-faithful, which --faithful-reps adds)"),
+    oracles: str | None = typer.Option(None, "--oracles", help="subset of oracles (default all; "
+                                       "the *-faithful ones only with --faithful-reps)"),
     attacks: str | None = typer.Option(None, "--attacks", help="subset of attacks"),
     faithful_reps: int = typer.Option(0, "--faithful-reps",
                                       help="runs of DPCA-PSI through the real protocol at the "
@@ -72,9 +72,9 @@ def audit(
     try:
         chosen = _names(oracles)
         if chosen is None:
-            chosen = tuple(o for o in ORACLES if o != "dpca-k1-faithful")
-            if faithful_reps:
-                chosen += ("dpca-k1-faithful",)
+            chosen = tuple(o for o in ORACLES if not o.endswith("-faithful") or faithful_reps)
+        if any(o.endswith("-faithful") for o in chosen) and not faithful_reps:
+            raise AuditError("the *-faithful oracles need --faithful-reps >= 1")
         cfg = SweepConfig(
             n_x=size, n_y=size, intersection=size // 2 if intersection is None else intersection,
             k_multi=ids, calls=_calls(calls), epsilons=_floats(epsilons, "--epsilons"),

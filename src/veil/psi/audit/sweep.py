@@ -37,6 +37,7 @@ ORACLES: dict[str, tuple[str, bool]] = {
     "dpca-k1": ("count", True),
     "dpca-multi": ("count", True),
     "dpca-k1-faithful": ("count", True),
+    "dpca-multi-faithful": ("count", True),
     "reference-masking": ("count", True),
     "ecdh-sum": ("sum", False),
     "ppam": ("sum", True),
@@ -57,7 +58,7 @@ class SweepConfig:
     calls: tuple[int, ...] = tuple(range(1, 31))
     epsilons: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     reps: int = 20
-    oracles: tuple[str, ...] = tuple(o for o in ORACLES if o != "dpca-k1-faithful")
+    oracles: tuple[str, ...] = tuple(o for o in ORACLES if not o.endswith("-faithful"))
     attacks: tuple[str, ...] = tuple(ATTACKS)
     faithful_reps: int = 2
     """Runs per point of the faithful oracle (only at the largest call budget: it is slow)."""
@@ -148,7 +149,7 @@ def _maker(oracle: str, tau: int, per_call: tuple[float, float]) -> _Make:
             return SumOracle(p)
         if oracle in ("dpca-k1", "dpca-multi"):
             return DpcaSampling(p, tau, rb)
-        if oracle == "dpca-k1-faithful":
+        if oracle in ("dpca-k1-faithful", "dpca-multi-faithful"):
             return DpcaFaithful(p, tau, random_bytes=rb)
         if oracle == "reference-masking":
             return ReferenceMasking(p, tau, rb)
@@ -165,7 +166,7 @@ def _points(cfg: SweepConfig, tau_for: Callable[[int, float], int]) -> Iterator[
     km = cfg.k_multi
     for oracle in cfg.oracles:
         kind, dp = ORACLES[oracle]
-        k = km if oracle in ("multi-id-ecdh", "dpca-multi") else 1
+        k = km if oracle in ("multi-id-ecdh", "dpca-multi", "dpca-multi-faithful") else 1
         for attack in cfg.attacks:
             if not _applies(attack, kind, oracle):
                 continue
@@ -196,7 +197,7 @@ def run_sweep(cfg: SweepConfig, tau_for: Callable[[int, float], int],
         if progress:
             eps = "" if point.epsilon is None else f" ε={point.epsilon:g}"
             progress(f"{point.oracle} vs {point.attack}{eps}")
-        faithful = point.oracle == "dpca-k1-faithful"
+        faithful = point.oracle.endswith("-faithful")
         budgets: Sequence[int] = (max(cfg.calls),) if faithful else cfg.calls
         reps = cfg.faithful_reps if faithful else cfg.reps
         if reps == 0:
