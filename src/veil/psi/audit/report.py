@@ -85,21 +85,23 @@ def write_plot(rows: Sequence[SweepRow], path: Path) -> None:
 
     attacks = list(dict.fromkeys(r.attack for r in rows))
     fig, axes = plt.subplots(len(attacks), 2, figsize=(13, 3.2 * len(attacks)), squeeze=False)
+    colours = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]  # > 10 lines per panel
     for row_axes, attack in zip(axes, attacks, strict=True):
         series: dict[str, list[SweepRow]] = {}
         for r in rows:
             if r.attack == attack:
                 label = r.oracle if r.epsilon is None else f"{r.oracle} ε={r.epsilon:g}"
                 series.setdefault(label, []).append(r)
-        for label, pts in series.items():
+        for i, (label, pts) in enumerate(series.items()):
             pts.sort(key=lambda p: p.calls)
             style = "-" if pts[0].epsilon is None else "--"
             marker = "o" if len(pts) == 1 else None
             xs = [p.calls for p in pts]
+            colour = colours[i % len(colours)]
             row_axes[0].plot(xs, [100 * p.leakage for p in pts], style, marker=marker,
-                             label=label)
+                             color=colour, label=label)
             row_axes[1].plot(xs, [100 * p.advantage for p in pts], style, marker=marker,
-                             label=label)
+                             color=colour, label=label)
         bounds = sorted({r.bound for r in rows if r.attack == attack and r.bound is not None})
         for b in bounds:
             row_axes[1].axhline(100 * b, color="grey", linewidth=0.6, linestyle=":")
