@@ -1,0 +1,120 @@
+"""The researcher's whole round trip in JupyterLab, driven in Debian's headless chromium.
+
+A real `veil serve`-equivalent server (workers, sandbox) and a real `veil lab` on loopback:
+open the demo notebook, see the Veil sidebar list the datasets, check and submit the
+notebook from the sidebar, approve via the API, watch the job reach `released` in the
+sidebar, download all and see the verdict PASS. Screenshots of each step go to docs/lab/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import start_server
+from veil.demo.data import HOSPITAL_POLICY, INSURER_POLICY, hospital_visits, insurer_claims
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "lab"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup.sh)"),
+]
+
+
+def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, lab_factory) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from veil.tee.sandbox import SandboxLimits
+
+    limits = SandboxLimits(cpu_seconds=300, memory_bytes=4 * 1024**3, wall_seconds=300,
+                           max_file_bytes=64 * 1024**2, output_bytes=128 * 1024**2)
+    servers = start_server(tmp_path / "home", limits=limits)
+    server = next(servers)
+    try:
+        admin = server.client(server.admin_token)
+        for party in ("hospital", "insurer", "university"):
+            admin.create_party(party)
+        hospital = admin.with_token(admin.create_user("alice", "provider", "hospital")["token"])
+        insurer = admin.with_token(admin.create_user("bob", "provider", "insurer")["token"])
+        researcher = admin.with_token(admin.create_user("carol", "consumer", "university")["token"])
+        for client, name, frame, policy in (
+                (hospital, "visits", hospital_visits(3000), HOSPITAL_POLICY),
+                (insurer, "claims", insurer_claims(3000), INSURER_POLICY)):
+            path = tmp_path / f"{name}.csv"
+            frame.to_csv(path, index=False)
+            client.upload(name, path, policy=policy, policy_format="toml")
+        root = tmp_path / "work"
+        root.mkdir()
+        (root / "analysis.ipynb").write_bytes(
+            resources.files("veil.demo").joinpath("analysis.ipynb").read_bytes())
+        lab = lab_factory(server.url, researcher.token, root)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                        args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"{lab.url}/lab/tree/analysis.ipynb?token={lab.token}")
+            page.locator('.lm-TabBar-tab[data-id="veil-sidebar"]').click(timeout=90_000)
+            sidebar = page.locator("#veil-sidebar")
+            expect(sidebar.locator('[data-veil-dataset="hospital/visits"]')).to_be_visible(
+                timeout=30_000)
+            expect(sidebar.locator('[data-veil-dataset="insurer/claims"]')).to_contain_text(
+                "ε left")
+            expect(sidebar.locator('[data-veil="submit"] code')).to_have_text("analysis.ipynb",
+                                                                             timeout=30_000)
+            page.screenshot(path=str(SHOTS / "1-datasets.png"))
+
+            sidebar.locator('[data-veil="check"]').click()
+            digest = sidebar.locator('[data-veil="digest"]')
+            expect(digest).to_have_text(re.compile(r"^sha256:[0-9a-f]{64}$"), timeout=60_000)
+            expect(sidebar.locator('[data-veil="check-result"]')).to_contain_text(
+                "inputs: hospital/visits, insurer/claims")
+            shown = digest.inner_text()
+            page.screenshot(path=str(SHOTS / "2-check.png"))
+
+            sidebar.locator('[data-veil="send"]').click()
+            submitted = sidebar.locator('[data-veil="submitted"]')
+            expect(submitted).to_contain_text("submitted job", timeout=60_000)
+            job_id = submitted.inner_text().split()[-1]
+            job = researcher.job(job_id)
+            assert job["digest"] == shown  # what the sidebar showed is what is approved
+            card = sidebar.locator(f'[data-veil-job="{job_id}"]')
+            expect(card).to_contain_text("awaiting approval: hospital, insurer", timeout=10_000)
+
+            for provider in (hospital, insurer):  # the stewards approve what they read
+                provider.approve(job_id, job["digest"])
+            job = researcher.wait(job_id, {"output_review", "released", "failed"},
+                                  timeout_s=400)
+            assert job["state"] == "output_review", job.get("reason")
+            expect(card.locator(".veil-state")).to_have_text("output_review", timeout=10_000)
+            for output in job["outputs"]:
+                if output["status"] == "pending_review":
+                    for provider in (hospital, insurer):
+                        provider.review_output(job_id, output["name"], "approve")
+            expect(card.locator(".veil-state")).to_have_text("released", timeout=15_000)
+            page.screenshot(path=str(SHOTS / "3-released.png"))
+
+            card.locator('[data-veil="download"]').click()
+            expect(card.locator('[data-veil="downloaded"]')).to_contain_text(
+                f"veil-results/{job_id}", timeout=60_000)
+            card.locator('[data-veil="verify"]').click()
+            verdict = card.locator('[data-veil="verdict-line"]')
+            expect(verdict).to_have_text(re.compile("^PASS"), timeout=60_000)
+            card.locator('[data-veil="verdict-line"]').scroll_into_view_if_needed()
+            page.screenshot(path=str(SHOTS / "4-verdict.png"))
+            browser.close()
+
+        folder = root / "veil-results" / job_id
+        assert (folder / "attestation.jwt").is_file()
+        assert (folder / "outputs" / "manifest.json").is_file()
+        assert (folder / "verdict.json").is_file()
+    finally:
+        shutil.rmtree(tmp_path / "work" / ".ipynb_checkpoints", ignore_errors=True)
+        next(servers, None)
