@@ -95,7 +95,8 @@ def main() -> None:
     start = time.perf_counter()
     lab = subprocess.Popen([sys.executable, "-m", "veil", "lab", "--no-browser", "--port",
                             str(lab_port), "--dir", str(root), "--",
-                            f"--IdentityProvider.token={jtoken}"], env=env, stdout=log,
+                            f"--IdentityProvider.token={jtoken}",
+                            *(["--allow-root"] if os.geteuid() == 0 else [])], env=env, stdout=log,
                            stderr=subprocess.STDOUT)
     jl = httpx.Client(base_url=f"http://127.0.0.1:{lab_port}", timeout=60,
                       headers={"Authorization": f"token {jtoken}"})

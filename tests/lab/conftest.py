@@ -46,7 +46,8 @@ def lab_factory(tmp_path: Path) -> Iterator[object]:
                "JUPYTER_DATA_DIR": str(tmp_path / "jdata"),
                "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrun")}
         cmd = [sys.executable, "-m", "veil", "lab", "--no-browser", "--port", str(port),
-               "--dir", str(root), "--", f"--IdentityProvider.token={token}"]
+               "--dir", str(root), "--", f"--IdentityProvider.token={token}",
+               *(["--allow-root"] if os.geteuid() == 0 else [])]
         with log.open("wb") as fh:
             proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
         procs.append(proc)

@@ -90,7 +90,7 @@ class StatusHandler(_VeilHandler):
     async def get(self) -> None:
         def work() -> dict[str, Any]:
             me = self.client.me()
-            return {"url": self.client.url, "user": me.get("name"), "role": me.get("role"),
+            return {"url": self.client.url, "user": me.get("user"), "role": me.get("role"),
                     "party": me.get("party"), "runtime": _adapter.runtime(self.client)}
         await self.run(work)
 
