@@ -22,9 +22,19 @@ CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "lab"
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup.sh)"),
 ]
+
+
+def _shot(page: object, name: str) -> None:
+    """A screenshot for docs/lab/, quantised to a small palette PNG."""
+    from PIL import Image
+
+    path = SHOTS / name
+    page.screenshot(path=str(path))  # type: ignore[attr-defined]
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=64)
+    small.save(path, optimize=True)
 
 
 def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, lab_factory) -> None:
@@ -69,7 +79,7 @@ def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, la
                 "ε left")
             expect(sidebar.locator('[data-veil="submit"] code')).to_have_text("analysis.ipynb",
                                                                              timeout=30_000)
-            page.screenshot(path=str(SHOTS / "1-datasets.png"))
+            _shot(page, "1-datasets.png")
 
             sidebar.locator('[data-veil="check"]').click()
             digest = sidebar.locator('[data-veil="digest"]')
@@ -77,7 +87,7 @@ def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, la
             expect(sidebar.locator('[data-veil="check-result"]')).to_contain_text(
                 "inputs: hospital/visits, insurer/claims")
             shown = digest.inner_text()
-            page.screenshot(path=str(SHOTS / "2-check.png"))
+            _shot(page, "2-check.png")
 
             sidebar.locator('[data-veil="send"]').click()
             submitted = sidebar.locator('[data-veil="submitted"]')
@@ -99,7 +109,7 @@ def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, la
                     for provider in (hospital, insurer):
                         provider.review_output(job_id, output["name"], "approve")
             expect(card.locator(".veil-state")).to_have_text("released", timeout=15_000)
-            page.screenshot(path=str(SHOTS / "3-released.png"))
+            _shot(page, "3-released.png")
 
             card.locator('[data-veil="download"]').click()
             expect(card.locator('[data-veil="downloaded"]')).to_contain_text(
@@ -108,7 +118,7 @@ def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, la
             verdict = card.locator('[data-veil="verdict-line"]')
             expect(verdict).to_have_text(re.compile("^PASS"), timeout=60_000)
             card.locator('[data-veil="verdict-line"]').scroll_into_view_if_needed()
-            page.screenshot(path=str(SHOTS / "4-verdict.png"))
+            _shot(page, "4-verdict.png")
             browser.close()
 
         folder = root / "veil-results" / job_id

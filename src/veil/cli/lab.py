@@ -42,7 +42,14 @@ def write_lab_files(home: Path, url: str) -> tuple[Path, Path]:
     conf_d = config / "jupyter_server_config.d"
     conf_d.mkdir(parents=True, exist_ok=True)
     (conf_d / "veil.json").write_text(json.dumps(
-        {"ServerApp": {"jpserver_extensions": {"veil.lab": True}}}, indent=1))
+        {"ServerApp": {"jpserver_extensions": {"veil.lab": True}},
+         # A clean-room workspace calls no one but the Veil server: no news, no update check.
+         "LabApp": {"news_url": None, "check_for_updates_class": "jupyterlab.NeverCheckForUpdate"}},
+        indent=1))
+    labconfig = config / "labconfig"
+    labconfig.mkdir(parents=True, exist_ok=True)
+    (labconfig / "page_config.json").write_text(json.dumps(
+        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
     return data, config
 
 

@@ -70,6 +70,7 @@ class VeilSidebar extends Widget {
   private verdicts = new Map<string, HTMLElement>();
   private timer: number | undefined;
   private checked: Json | null = null;
+  private jobStates = '';
   lastRefreshMs = 0;
 
   constructor(private tracker: INotebookTracker) {
@@ -121,6 +122,9 @@ class VeilSidebar extends Widget {
     await Promise.all([this.refreshDatasets(), this.refreshJobs()]);
     this.lastRefreshMs = performance.now() - start;
     this.node.dataset.refreshMs = this.lastRefreshMs.toFixed(1);
+    this.status.append(
+      el('div', { class: 'veil-muted' }, `refreshed in ${this.lastRefreshMs.toFixed(0)} ms`)
+    );
   }
 
   private async refreshDatasets(): Promise<void> {
@@ -246,6 +250,11 @@ class VeilSidebar extends Widget {
   async refreshJobs(): Promise<void> {
     try {
       const { jobs } = await api('jobs');
+      const states = jobs.map((j: Json) => `${j.id}:${j.state}`).join(',');
+      if (this.jobStates && states !== this.jobStates) {
+        void this.refreshDatasets(); // a run may have spent budget
+      }
+      this.jobStates = states;
       if (!jobs.length) {
         fill(this.jobs, el('div', { class: 'veil-muted' }, 'no jobs yet'));
         return;
