@@ -8,8 +8,10 @@ sidebar, download all and see the verdict PASS. Screenshots of each step go to d
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -37,6 +39,13 @@ def _shot(page: object, name: str) -> None:
     small.save(path, optimize=True)
 
 
+def _published(manifest: Path) -> list[object]:
+    try:
+        return list(json.loads(manifest.read_text())["outputs"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, lab_factory) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -61,8 +70,11 @@ def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, la
             client.upload(name, path, policy=policy, policy_format="toml")
         root = tmp_path / "work"
         root.mkdir()
-        (root / "analysis.ipynb").write_bytes(
-            resources.files("veil.demo").joinpath("analysis.ipynb").read_bytes())
+        demo = json.loads(resources.files("veil.demo").joinpath("analysis.ipynb").read_text())
+        # As a notebook created in `veil lab` is: on the Veil kernel (%veil, stage-1 outputs).
+        demo["metadata"]["kernelspec"] = {"name": "veil", "display_name": "Veil",
+                                          "language": "python"}
+        (root / "analysis.ipynb").write_text(json.dumps(demo))
         lab = lab_factory(server.url, researcher.token, root)
         SHOTS.mkdir(parents=True, exist_ok=True)
 
@@ -79,13 +91,30 @@ def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, la
                 "ε left")
             expect(sidebar.locator('[data-veil="submit"] code')).to_have_text("analysis.ipynb",
                                                                              timeout=30_000)
+            # The notebook is open on the Veil kernel, idle.
+            expect(page.locator(".jp-StatusBar-Widget", has_text="Veil")).to_contain_text(
+                "Idle", timeout=90_000)
             _shot(page, "1-datasets.png")
+
+            # Stage 1: run the notebook on the views in the Veil kernel.
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            manifest = root / "veil-results" / "stage1" / "analysis" / "manifest.json"
+            deadline = time.monotonic() + 150
+            while len(_published(manifest)) < 7:
+                if time.monotonic() > deadline:
+                    page.screenshot(path=str(tmp_path / "stage1-failed.png"))
+                    raise AssertionError(f"the stage-1 run did not publish: {tmp_path}")
+                time.sleep(0.5)
+            _shot(page, "1b-stage1.png")
 
             sidebar.locator('[data-veil="check"]').click()
             digest = sidebar.locator('[data-veil="digest"]')
             expect(digest).to_have_text(re.compile(r"^sha256:[0-9a-f]{64}$"), timeout=60_000)
             expect(sidebar.locator('[data-veil="check-result"]')).to_contain_text(
                 "inputs: hospital/visits, insurer/claims")
+            expect(sidebar.locator('[data-veil="check-result"]')).to_contain_text(
+                "queries pinned")
             shown = digest.inner_text()
             _shot(page, "2-check.png")
 
@@ -103,6 +132,10 @@ def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, la
             job = researcher.wait(job_id, {"output_review", "released", "failed"},
                                   timeout_s=400)
             assert job["state"] == "output_review", job.get("reason")
+            status = {o["name"]: o["status"] for o in job["outputs"]}
+            # Pinned from the stage-1 run: the executor's results left without review.
+            assert status["dp_mean_claim"] == status["claims_by_region"] == "released", status
+            assert status["matched_visits"] == "pending_review"
             expect(card.locator(".veil-state")).to_have_text("output_review", timeout=10_000)
             for output in job["outputs"]:
                 if output["status"] == "pending_review":

@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from veil.release.manifest import MANIFEST_NAME as MANIFEST_FILE
 from veil.sdk.client import ApiError, Client
 
 TOKEN_FILE = "attestation.jwt"
 OUTPUTS_DIR = "outputs"
-MANIFEST_FILE = "manifest.json"
 
 
 def runtime(client: Client) -> str:

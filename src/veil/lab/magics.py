@@ -22,6 +22,7 @@ from typing import Any
 
 from veil.lab import _adapter, workspace
 from veil.sdk.client import ApiError, Client
+from veil.stage import ENV_OUTPUTS
 
 _FINAL = ("released", "failed", "rejected", "cancelled", "output_review")
 
@@ -110,7 +111,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext veil``: register ``%veil`` with the kernel's connection settings."""
+    """``%load_ext veil``: register ``%veil`` with the kernel's connection settings.
+
+    In a notebook (Jupyter names it in ``JPY_SESSION_NAME``) with no ``$VEIL_OUTPUTS`` set,
+    stage-1 `veil.publish` calls go to ``veil-results/stage1/<notebook>/``, so that submitting
+    the notebook pins the queries of its last run.
+    """
+    session = os.environ.get("JPY_SESSION_NAME", "")
+    if ENV_OUTPUTS not in os.environ and session.endswith(".ipynb"):
+        folder = workspace.stage1_folder(Path(session))
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ[ENV_OUTPUTS] = str(folder)
     client = Client(os.environ.get("VEIL_URL"), os.environ.get("VEIL_TOKEN"))
     magics = VeilMagics(ipython, client, Path.cwd())
     ipython.register_magic_function(magics, magic_kind="line", magic_name="veil")

@@ -41,12 +41,14 @@ class Prepared:
     files: Mapping[str, bytes]
     entrypoint: str
     inputs: tuple[str, ...]
+    outputs: tuple[str, ...]  # declared: the server enforces them
     digest: str
     runtime: str
     pinned: bool  # a veil.plans.json beside the notebook is part of the bundle
 
     def describe(self) -> dict[str, Any]:
         return {"entrypoint": self.entrypoint, "inputs": list(self.inputs),
+                "outputs": list(self.outputs),
                 "files": sorted(self.files), "digest": self.digest, "runtime": self.runtime,
                 "pinned": self.pinned}
 
@@ -92,6 +94,42 @@ def _loads_in(code: str) -> list[str]:
     return [name for _, _, name in sorted(names)]
 
 
+def stage1_folder(notebook: Path) -> Path:
+    """Where a notebook's stage-1 run in the Veil kernel publishes ($VEIL_OUTPUTS): its plans
+    are pinned from here when it is submitted."""
+    return notebook.parent / RESULTS_DIR / "stage1" / notebook.stem
+
+
+def pinned_plans(notebook: Path) -> tuple[bytes | None, list[str]]:
+    """The ``veil.plans.json`` to submit with `notebook`, and the outputs to declare.
+
+    The plans are the file beside the notebook, else those of its last stage-1 run in the
+    Veil kernel, else None (its queries then go to review). The declared outputs are what
+    that run published plus every pinned name (the server refuses a pin it was not told of).
+    A stage-1 folder or plans file that cannot be read is an error, not a silent "no plans".
+    """
+    from veil.privacy.plans import PINNED_PLANS_FILE, PlanError, parse_pinned, pin_plans
+    from veil.release.manifest import MANIFEST_NAME, ManifestError, read_manifest
+    from veil.sdk.outputs import collect_plans
+
+    folder = stage1_folder(notebook)
+    beside = notebook.with_name(PINNED_PLANS_FILE)
+    try:
+        published: list[str] = []
+        pinned: bytes | None = None
+        if (folder / MANIFEST_NAME).is_file():
+            published = [entry.name for entry in read_manifest(folder).outputs]
+            plans = collect_plans(folder)
+            pinned = pin_plans(plans) if plans else None
+        if beside.is_file():
+            pinned = beside.read_bytes()
+        names = set(published) | (set(parse_pinned(pinned)) if pinned else set())
+    except (PlanError, ManifestError, OSError, ValueError) as exc:
+        raise LabError(f"the pinned plans or stage-1 outputs of {notebook.name} cannot be read "
+                       f"({type(exc).__name__}: {exc}); run the notebook again") from None
+    return pinned, sorted(names)
+
+
 def resolve(root: Path, relative: str) -> Path:
     """A path the browser named, inside the workspace root; anything else is refused."""
     if not relative or "\x00" in relative:
@@ -118,19 +156,20 @@ def prepare(client: Client, path: Path, inputs: Sequence[str] = ()) -> Prepared:
     if not path.name.endswith((".ipynb", ".py")):
         raise LabError("only a notebook (.ipynb) or a script (.py) can be submitted")
     files = {path.name: path.read_bytes()}
-    plans = path.with_name(PINNED_PLANS_FILE)
-    if plans.is_file():
-        files[PINNED_PLANS_FILE] = plans.read_bytes()
+    plans, outputs = pinned_plans(path)
+    if plans is not None:
+        files[PINNED_PLANS_FILE] = plans
     found = list(inputs) or detect_inputs(files[path.name], entrypoint=path.name)
     if not found:
         raise LabError("no inputs: the notebook calls veil.load with no literal dataset name; "
                        "name the inputs explicitly")
     runtime = _adapter.runtime(client)
     try:
-        bundle = make_bundle(files, entrypoint=path.name, inputs=sorted(found), runtime=runtime)
+        bundle = make_bundle(files, entrypoint=path.name, inputs=sorted(found), outputs=outputs,
+                             runtime=runtime)
     except (BundleError, InvalidName) as exc:
         raise LabError(str(exc)) from None
-    return Prepared(files, path.name, bundle.inputs, bundle.digest, runtime,
+    return Prepared(files, path.name, bundle.inputs, bundle.outputs, bundle.digest, runtime,
                     PINNED_PLANS_FILE in files)
 
 
@@ -141,7 +180,7 @@ def submit(client: Client, prepared: Prepared, results_root: Path) -> dict[str, 
     loads them in.
     """
     job = client.submit(dict(prepared.files), entrypoint=prepared.entrypoint,
-                        inputs=prepared.inputs)
+                        inputs=prepared.inputs, outputs=prepared.outputs)
     if job["digest"] != prepared.digest:
         # Fail loudly: the providers are asked to approve something other than what we showed.
         client.cancel(job["id"])

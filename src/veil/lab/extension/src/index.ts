@@ -240,7 +240,10 @@ class VeilSidebar extends Widget {
     fill(
       body,
       el('div', {}, `inputs: ${r.inputs.join(', ')}`),
-      el('div', {}, r.pinned ? 'plans pinned (veil.plans.json)' : 'no pinned plans'),
+      el('div', {}, `declared outputs: ${r.outputs.join(', ') || '—'}`),
+      el('div', {}, r.pinned
+          ? 'queries pinned (from the last stage-1 run or veil.plans.json)'
+          : 'no pinned queries: DP and aggregate outputs will wait for review'),
       el('div', {}, 'digest: ', el('code', { 'data-veil': 'digest' }, r.digest)),
       preflight,
       send
