@@ -104,3 +104,27 @@ def test_download_writes_outputs_manifest_and_token(tmp_path: Path) -> None:
     paths = _adapter.download_all(_ForgedManifestServer("out.json"), "j", tmp_path)
     assert {p.name for p in paths} == {"out.json", "manifest.json", "attestation.jwt"}
     assert json.loads((tmp_path / "outputs" / "manifest.json").read_text())["outputs"]
+
+
+def test_pinned_plans_come_from_the_file_beside_else_the_last_stage1_run(tmp_path: Path) -> None:
+    from tests.cleanroom.helpers import dp_query
+    from veil.privacy.plans import pin_plans
+
+    nb = tmp_path / "analysis.ipynb"
+    nb.write_bytes(notebook("import veil"))
+    assert workspace.pinned_plans(nb) == (None, [])  # never run, nothing pinned: all reviewed
+
+    folder = workspace.stage1_folder(nb)
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(LabError, match="run the notebook again"):  # fail closed, not "no plans"
+        workspace.pinned_plans(nb)
+
+    plan = dp_query(["hospital/visits"], "count", epsilon=0.5)
+    (folder / "manifest.json").unlink()
+    beside = pin_plans({"n": plan})
+    (tmp_path / "veil.plans.json").write_bytes(beside)
+    assert workspace.pinned_plans(nb) == (beside, ["n"])  # pinned names are declared outputs
+    (tmp_path / "veil.plans.json").write_text('{"n": {"query": 1}}')
+    with pytest.raises(LabError):
+        workspace.pinned_plans(nb)
