@@ -54,3 +54,25 @@ def test_veil_kernel_runs_veil_magics_against_the_server(live_server, tmp_path: 
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_veil_lab_without_a_token_refuses_with_a_clear_message(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from veil.cli import app
+
+    monkeypatch.delenv("VEIL_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["lab", "--no-browser"])
+    assert result.exit_code == 1
+    assert "set VEIL_TOKEN" in result.output
+
+
+def test_lab_command_refuses_when_the_sidebar_is_not_built(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import veil.lab
+
+    monkeypatch.setattr(veil.lab, "LABEXTENSIONS", tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match=r"run scripts/setup\.sh"):
+        lab_command(home=tmp_path, root=tmp_path, url="u", token="t", port=1, browser=False,
+                    extra=[], base_env={})
