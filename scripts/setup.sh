@@ -32,7 +32,7 @@ echo "setup: installing veil and its dependencies into .venv"
 # The Veil JupyterLab sidebar ships prebuilt (src/veil/lab/labextensions, committed) so that
 # nobody needs Node to use it; it is rebuilt here only when its sources changed (or the
 # bundle is missing), with Node from apt, the npm registry and jupyter-builder.
-EXT=src/veil/lab/extension
+EXT=lab
 OUT=src/veil/lab/labextensions/veil-lab
 sources_digest() {
   (cd "$EXT" && find package.json package-lock.json tsconfig.json src style -type f | LC_ALL=C sort \
@@ -47,7 +47,7 @@ if [ "$(cat "$OUT/sources.sha256" 2>/dev/null)" != "$(sources_digest)" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
   fi
   (cd "$EXT" && npm ci --no-audit --no-fund --loglevel=error && npx tsc \
-     && PATH="$PWD/node_modules/.bin:$PATH" ../../../../.venv/bin/jupyter-builder build .)
+     && PATH="$PWD/node_modules/.bin:$PATH" ../.venv/bin/jupyter-builder build .)
   sources_digest > "$OUT/sources.sha256"
 fi
 echo "setup: done. Try: .venv/bin/veil demo"

@@ -1,7 +1,7 @@
 """The researcher's JupyterLab workspace: the Veil sidebar, its server extension, ``%veil``.
 
 `veil lab` starts JupyterLab with this package's prebuilt extension (``labextensions/``,
-built from ``extension/`` by ``scripts/setup.sh``) and its server extension enabled.
+built from the top-level ``lab/`` folder by ``scripts/setup.sh``) and its server extension enabled.
 """
 
 from __future__ import annotations
