@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(bubblewrap swtpm swtpm-tools tpm2-tools libtss2-dev libsodium23 libseccomp2 pkg-config)
+# chromium: the JupyterLab browser test drives Debian's build (never `playwright install`).
+APT_PACKAGES=(bubblewrap swtpm swtpm-tools tpm2-tools libtss2-dev libsodium23 libseccomp2 pkg-config
+              chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -25,5 +27,27 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 echo "setup: installing veil and its dependencies into .venv"
-.venv/bin/python -m pip install -q -e ".[dev,tpm,bench,postgres]"
+.venv/bin/python -m pip install -q -e ".[dev,tpm,bench,postgres,lab,labdev]"
+
+# The Veil JupyterLab sidebar ships prebuilt (src/veil/lab/labextensions, committed) so that
+# nobody needs Node to use it; it is rebuilt here only when its sources changed (or the
+# bundle is missing), with Node from apt, the npm registry and jupyter-builder.
+EXT=lab
+OUT=src/veil/lab/labextensions/veil-lab
+sources_digest() {
+  (cd "$EXT" && find package.json package-lock.json tsconfig.json src style -type f | LC_ALL=C sort \
+    | xargs sha256sum | sha256sum | cut -d' ' -f1)
+}
+if [ "$(cat "$OUT/sources.sha256" 2>/dev/null)" != "$(sources_digest)" ]; then
+  echo "setup: building the Veil JupyterLab extension (its sources changed)"
+  if ! command -v npm >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  (cd "$EXT" && npm ci --no-audit --no-fund --loglevel=error && npx tsc \
+     && PATH="$PWD/node_modules/.bin:$PATH" ../.venv/bin/jupyter-builder build .)
+  sources_digest > "$OUT/sources.sha256"
+fi
 echo "setup: done. Try: .venv/bin/veil demo"

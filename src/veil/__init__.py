@@ -25,3 +25,10 @@ def __getattr__(name: str) -> Any:
 
         return getattr(veil.sdk, name)
     raise AttributeError(name)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext veil`` registers the ``%veil`` magics (see `veil.lab.magics`)."""
+    from veil.lab.magics import load_ipython_extension as load
+
+    load(ipython)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from veil.cli import admin, attest, budget, dataset, demo, job, psi, serve
+from veil.cli import admin, attest, budget, dataset, demo, job, lab, psi, serve
 
 app = typer.Typer(
     name="veil",
@@ -24,6 +24,8 @@ app.add_typer(attest.app, name="attest")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("budget")(budget.budget)
+app.command("lab", context_settings={"allow_extra_args": True,
+                                     "ignore_unknown_options": True})(lab.lab)
 
 
 def main() -> None:
