@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(bubblewrap swtpm swtpm-tools tpm2-tools libtss2-dev libsodium23 libseccomp2 pkg-config)
+APT_PACKAGES=(bubblewrap swtpm swtpm-tools tpm2-tools libtss2-dev libsodium23 libseccomp2 pkg-config chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -65,6 +65,25 @@ class Client:
     def create_user(self, name: str, role: str, party: str | None) -> dict[str, Any]:
         return self._json("POST", "/admin/users", json={"name": name, "role": role, "party": party})
 
+    def parties(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/admin/parties")
+
+    def users(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/admin/users")
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/admin/tokens")
+
+    def issue_token(self, user: str) -> dict[str, Any]:
+        return self._json("POST", "/admin/tokens", json={"user": user})
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/admin/tokens/{token_id}/revoke")
+
+    def rotate_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token and issue its user a new one (returned once, in ``token``)."""
+        return self._json("POST", f"/admin/tokens/{token_id}/rotate")
+
     # -- datasets ---------------------------------------------------------------------------
     def upload(self, name: str, data: Path | BinaryIO, *, policy: str, policy_format: str,
                filename: str | None = None) -> dict[str, Any]:
