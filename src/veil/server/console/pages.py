@@ -140,6 +140,8 @@ def provider_job(request: Request, job_id: str, signed: ProviderPage,
         info = service.describe(job)
         facts = render.input_facts([policy_of(i.dataset) for i in job.inputs])
         readable = {o.name for o in job.outputs if o.status == PENDING}
+        reviewed = {o.name: r.decision for o in job.outputs for r in o.reviews
+                    if r.party_id == caller.party_id}
     bundle = service.load_bundle(platform.catalog, job)
     outputs = []
     for output in info["outputs"]:
@@ -150,16 +152,10 @@ def provider_job(request: Request, job_id: str, signed: ProviderPage,
                                      output["meta"], facts)
         outputs.append({**output, "preview": preview,
                         "facts": render.facts_rows(output["meta"]),
-                        "reviewed": _reviewed_by(job, output["name"], caller.party_id)})
+                        "reviewed": reviewed.get(output["name"])})
     decided = next((a for a in info["approvals"] if a["party"] == caller.party), None)
     return page(request, "provider_job.html", signed, job=info, files=render.render_bundle(
         bundle.files), outputs=outputs, decided=decided)
-
-
-def _reviewed_by(job: Job, name: str, party_id: str | None) -> str | None:
-    output = next((o for o in job.outputs if o.name == name), None)
-    review = next((r for r in output.reviews if r.party_id == party_id), None) if output else None
-    return review.decision if review else None
 
 
 @router.post("/provider/jobs/{job_id}/approve")
