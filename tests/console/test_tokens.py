@@ -60,6 +60,13 @@ def test_console_rotation_shows_the_new_token_once(live_server) -> None:
     new = page.text.split('id="new-token">')[1].split("<")[0]
     assert w.insurer.with_token(new).me()["user"] == "bob"
     assert new not in admin.get("/admin").text  # shown once, never listed
+    issued = admin.post("/admin/tokens", data={"user": "dave", "csrf": csrf_of(
+        admin.get("/admin").text)})
+    token = issued.text.split('id="new-token">')[1].split("<")[0]
+    assert w.outsider.with_token(token).me()["user"] == "dave"
+    unknown = admin.post("/admin/tokens", data={"user": "nobody", "csrf": csrf_of(
+        admin.get("/admin").text)})
+    assert unknown.status_code == 404 and "text/html" in unknown.headers["content-type"]
 
 
 def test_admin_recover_from_the_host(tmp_path: Path) -> None:

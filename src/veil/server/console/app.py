@@ -48,14 +48,14 @@ def install(app: FastAPI) -> None:
     app.include_router(pages.router, include_in_schema=False)
 
 
-API_PREFIXES = ("/api/", "/.well-known/", "/healthz", "/openapi.json", "/static/")
+PAGE_ROOTS = ("/signin", "/signout", "/provider", "/consumer", "/admin", "/audit")
 _TITLES = {401: "Not signed in", 403: "Not allowed", 404: "Not found", 409: "Conflict",
            413: "Too large", 422: "Not accepted", 503: "Unavailable"}
 
 
 def is_page(path: str) -> bool:
-    """Whether a path belongs to the console (an HTML page) rather than the JSON API."""
-    return not path.startswith(API_PREFIXES)
+    """Whether a path is a console page (errors as HTML) rather than the JSON API."""
+    return path == "/" or any(path == root or path.startswith(root + "/") for root in PAGE_ROOTS)
 
 
 def error_page(request: Request, status: int, message: str) -> Response:

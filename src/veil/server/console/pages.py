@@ -316,6 +316,18 @@ def admin_new_user(request: Request, signed: AdminPage, platform: PlatformDep,
     return _issued(request, signed, username, token, "created")
 
 
+@router.post("/admin/tokens")
+def admin_issue(request: Request, signed: AdminPage, platform: PlatformDep, user: FormStr = "",
+                csrf: Csrf = "") -> Response:
+    """A further token for an existing user (theirs to use alongside the old ones)."""
+    check_csrf(signed, csrf)
+    with platform.db.transaction() as session:
+        row, token = identity.new_token(session, identity.user_by_name(session, user),
+                                        actor=signed.caller.actor)
+        username = row.user.name
+    return _issued(request, signed, username, token, "issued")
+
+
 @router.post("/admin/tokens/{token_id}/revoke")
 def admin_revoke(token_id: str, signed: AdminPage, platform: PlatformDep,
                  csrf: Csrf = "") -> Response:
