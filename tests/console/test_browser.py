@@ -26,6 +26,7 @@ from tests.cleanroom.helpers import (
     wait,
 )
 from tests.conftest import start_server
+from tests.console.helpers import signin
 from veil.sdk.client import ApiError
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -34,13 +35,31 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser,
                                  reason="Debian's chromium is not installed (scripts/setup.sh)")]
 SHOTS = os.environ.get("VEIL_CONSOLE_SCREENSHOTS")
 
+XSS = "<script>alert(1)</script>"
 ANALYSIS = notebook(
     "import veil\nv = veil.load('hospital/visits')",
     "by_region = veil.aggregate(v, by='region', n=('patient_id', 'count_distinct'))\n"
     "veil.publish('by_region', by_region)",
     "# row-level: one row per patient, which a reviewer must stop\n"
     "veil.publish('people', v[['patient_id', 'cost']].head(60))",
+    # Hostile outputs: markup in a table's column and values, in a dict, and a "figure"
+    # whose bytes are an HTML page, written past veil.publish into the manifest.
+    "import hashlib, json, os, pathlib\n"
+    "import pandas as pd\n"
+    "from veil.release.manifest import OutputEntry, OutputManifest, read_manifest, "
+    "write_manifest\n"
+    f"xss = {XSS!r}\n"
+    "veil.publish('xss_table', pd.DataFrame({xss: [xss, 'ok']}))\n"
+    "veil.publish('xss_dict', {xss: xss})\n"
+    "out = pathlib.Path(os.environ.get('VEIL_OUTPUTS', '/outputs'))\n"
+    "data = ('<html><body>' + xss + '</body></html>').encode()\n"
+    "(out / 'fake.png').write_bytes(data)\n"
+    "m = read_manifest(out)\n"
+    "entry = OutputEntry(name='fake_png', kind='figure', file='fake.png', size=len(data),\n"
+    "                    sha256=hashlib.sha256(data).hexdigest(), meta={'risk': None})\n"
+    "write_manifest(out, OutputManifest(outputs=[*m.outputs, entry]))",
 )
+OUTPUTS = ["by_region", "people", "xss_table", "xss_dict", "fake_png"]
 BY_REGION = aggregate_query(["hospital/visits"], ["region"],
                             n={"fn": "count_distinct", "column": "patient_id"})
 
@@ -61,7 +80,7 @@ def world(served: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
 def ran(world: Any) -> dict[str, Any]:
     """A job approved over the API and run in the sandbox, now in output review."""
     job = world.researcher.submit({"analysis.ipynb": ANALYSIS}, entrypoint="analysis.ipynb",
-                                  inputs=["hospital/visits"], outputs=["by_region", "people"],
+                                  inputs=["hospital/visits"], outputs=OUTPUTS,
                                   plans={"by_region": BY_REGION})
     world.hospital.approve(job["id"], job["digest"])
     done = wait(world.researcher, job["id"], FINAL)
@@ -152,6 +171,49 @@ def test_provider_reviews_and_rejects_a_row_level_output(served: Any, world: Any
     assert outputs["by_region"]["status"] == "released"
 
 
+def test_hostile_outputs_render_inert(served: Any, world: Any, ran: Any, page: Any) -> None:
+    """Markup a notebook put in outputs is shown as text, and a fake figure is never HTML."""
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    sign_in(page, served.url, world.hospital.token)
+    page.goto(f"{served.url}/provider/jobs/{ran['id']}")
+    assert XSS in page.inner_text("#output-xss_table")  # visible as text ...
+    assert XSS in page.inner_text("#output-xss_dict")
+    assert page.locator("#output-xss_table script, #output-xss_dict script").count() == 0
+    # Opened on its own the fake figure is an (undecodable) image in Chromium's image viewer,
+    # whose inline styles the CSP blocks: a separate tab, so those do not count against us.
+    viewer = page.context.new_page()
+    viewer.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    viewer.goto(f"{served.url}/provider/jobs/{ran['id']}/outputs/fake_png/figure")
+    assert viewer.locator("script").count() == 0
+    assert dialogs == []  # ... and never run
+    provider = signin(served.url, world.hospital.token)
+    html = provider.get(f"/provider/jobs/{ran['id']}").text
+    assert XSS not in html
+    fake = provider.get(f"/provider/jobs/{ran['id']}/outputs/fake_png/figure")
+    assert fake.headers["content-type"] == "image/png"
+    assert fake.headers["x-content-type-options"] == "nosniff"
+
+
+def test_previews_and_downloads_follow_the_release_rules(served: Any, world: Any,
+                                                         ran: Any) -> None:
+    """Pending outputs reach their reviewers only; consumers get released outputs only."""
+    consumer = signin(served.url, world.researcher.token)
+    assert consumer.get(f"/consumer/jobs/{ran['id']}/outputs/xss_dict").status_code == 403
+    assert consumer.get(f"/provider/jobs/{ran['id']}/outputs/fake_png/figure") \
+        .status_code == 403
+    outsider = signin(served.url, world.insurer.token)  # a provider, not of this job's data
+    assert outsider.get(f"/provider/jobs/{ran['id']}").status_code == 404
+    assert outsider.get(f"/provider/jobs/{ran['id']}/outputs/fake_png/figure") \
+        .status_code == 404
+    other = signin(served.url, world.outsider.token)  # another consumer
+    assert other.get(f"/consumer/jobs/{ran['id']}/outputs/by_region").status_code == 404
+    provider = signin(served.url, world.hospital.token)
+    # A released output is not the provider's to download through the review route.
+    assert provider.get(f"/provider/jobs/{ran['id']}/outputs/by_region/figure") \
+        .status_code == 403
+
+
 def test_consumer_downloads_released_results_and_sees_the_verdict(
         served: Any, world: Any, ran: Any, page: Any) -> None:
     sign_in(page, served.url, world.researcher.token)
@@ -168,8 +230,9 @@ def test_consumer_downloads_released_results_and_sees_the_verdict(
     assert data == world.researcher.output(ran["id"], "by_region")
     table = pd.read_parquet(io.BytesIO(data))
     assert sorted(table["region"]) == ["east", "north", "south"]
-    # Nothing that waits for review is offered.
-    assert page.locator(f"a[href='/consumer/jobs/{ran['id']}/outputs/people']").count() == 0
+    # Nothing that waits for review (or was rejected) is offered.
+    for name in ("people", "xss_table", "fake_png"):
+        assert page.locator(f"a[href='/consumer/jobs/{ran['id']}/outputs/{name}']").count() == 0
 
 
 def test_admin_revokes_a_token(served: Any, world: Any, page: Any) -> None:
