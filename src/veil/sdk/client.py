@@ -111,6 +111,17 @@ class Client:
         response = self._call("GET", f"/datasets/{full_name}/view", params=params)
         return response.headers["X-Veil-View"], response.content
 
+    def update_policy(self, full_name: str, policy: str, *,
+                      policy_format: str = "toml") -> dict[str, Any]:
+        """Replace a dataset's policy; returns the dataset and the diff applied."""
+        dataset_id = self.dataset(full_name)["id"]
+        return self._json("PUT", f"/datasets/{dataset_id}/policy",
+                          json={"policy": policy, "policy_format": policy_format})
+
+    def delete_dataset(self, full_name: str) -> dict[str, Any]:
+        dataset_id = self.dataset(full_name)["id"]
+        return self._json("DELETE", f"/datasets/{dataset_id}")
+
     def budgets(self) -> list[dict[str, Any]]:
         return self._json("GET", "/budgets")
 
@@ -155,6 +166,10 @@ class Client:
 
     def approve(self, job_id: str, digest: str) -> dict[str, Any]:
         return self._json("POST", f"/jobs/{job_id}/approve", json={"digest": digest})
+
+    def auto_approve(self, job_id: str) -> dict[str, Any]:
+        """Approve this job's digest automatically for its consumer party from now on."""
+        return self._json("POST", f"/jobs/{job_id}/auto-approve")
 
     def reject(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
         return self._json("POST", f"/jobs/{job_id}/reject", json={"reason": reason})

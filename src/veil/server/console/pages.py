@@ -9,6 +9,7 @@ with short transactions; blobs are read and decrypted after the transaction clos
 
 from __future__ import annotations
 
+import json
 import secrets
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from veil import audit, identity
+from veil.catalog.errors import PolicyError
 from veil.catalog.service import policy_of
 from veil.identity import NotFound, Role
 from veil.jobs import service
@@ -42,6 +44,7 @@ from veil.server.console.templating import templates
 from veil.server.deps import PlatformDep
 from veil.server.routes.admin import party_info, token_info, user_info
 from veil.server.routes.budget import remaining_for
+from veil.server.routes.datasets import delete_dataset
 from veil.server.routes.datasets import describe as describe_dataset
 from veil.store.models import AuditEvent, Job
 
@@ -199,6 +202,66 @@ def provider_figure(job_id: str, name: str, signed: ProviderPage,
         raise NotFound(f"output {name!r} is not a figure")
     return Response(platform.catalog.get_output(job, name), media_type="image/png",
                     headers={"Cache-Control": "no-store"})
+
+
+@router.post("/provider/jobs/{job_id}/auto-approve")
+def provider_auto_approve(request: Request, job_id: str, signed: ProviderPage,
+                          platform: PlatformDep, csrf: Csrf = "") -> Response:
+    check_csrf(signed, csrf)
+    with platform.db.transaction() as session:
+        digest, consumer, datasets = service.auto_approve_rule(session, platform.catalog,
+                                                               signed.caller, job_id)
+    return page(request, "notice.html", signed, title="Auto-approval rule added",
+                message=f"{digest} is now approved automatically when {consumer} submits it "
+                        f"to read {', '.join(datasets)}.", link=f"/provider/jobs/{job_id}")
+
+
+@router.get("/provider/datasets/{dataset_id}")
+def provider_dataset(request: Request, dataset_id: str, signed: ProviderPage,
+                     platform: PlatformDep) -> Response:
+    with platform.db.transaction() as session:
+        dataset = platform.catalog.own_dataset(session, signed.caller, dataset_id)
+        info = describe_dataset(dataset, owner_view=True)
+        budgets = [b for b in remaining_for(session, platform.catalog, signed.caller)
+                   if b["dataset"] == info["name"]]
+    policy = json.dumps(info["policy"], indent=2, sort_keys=True)
+    return page(request, "provider_dataset.html", signed, dataset=info, budgets=budgets,
+                policy_text=policy, policy_format="json", diff=None)
+
+
+@router.post("/provider/datasets/{dataset_id}/policy")
+def provider_policy(request: Request, dataset_id: str, signed: ProviderPage,
+                    platform: PlatformDep, policy: FormStr = "", policy_format: FormStr = "json",
+                    confirm: FormStr = "", csrf: Csrf = "") -> Response:
+    """First a diff to confirm (nothing written), then, confirmed, the update itself."""
+    check_csrf(signed, csrf)
+    if policy_format not in ("json", "toml"):
+        raise PolicyError("the policy format must be json or toml")
+    with platform.db.transaction() as session:
+        if confirm != "yes":
+            diff = platform.catalog.preview_policy(session, signed.caller, dataset_id, policy,
+                                                   policy_format)
+            dataset = platform.catalog.own_dataset(session, signed.caller, dataset_id)
+            info = describe_dataset(dataset, owner_view=True)
+        else:
+            platform.catalog.update_policy(session, signed.caller, dataset_id, policy,
+                                           policy_format)
+    if confirm != "yes":
+        return page(request, "provider_dataset.html", signed, dataset=info, budgets=[],
+                    policy_text=policy, policy_format=policy_format, diff=diff)
+    return back(f"/provider/datasets/{dataset_id}")
+
+
+@router.post("/provider/datasets/{dataset_id}/delete")
+def provider_delete(dataset_id: str, signed: ProviderPage, platform: PlatformDep,
+                    confirm_name: FormStr = "", csrf: Csrf = "") -> Response:
+    check_csrf(signed, csrf)
+    with platform.db.transaction() as session:
+        name = platform.catalog.own_dataset(session, signed.caller, dataset_id).full_name
+    if confirm_name.strip() != name:
+        raise identity.IdentityError(f"type the dataset's name, {name}, to delete it")
+    delete_dataset(platform, signed.caller, dataset_id)
+    return back("/provider")
 
 
 # -- consumer -----------------------------------------------------------------------------
