@@ -74,3 +74,15 @@ def test_previews_are_escaped_in_the_page() -> None:
         "{% for r in p.rows %}{% for v in r %}<td>{{ v }}</td>{% endfor %}{% endfor %}")
     html = template.render(p=shown)
     assert "<script>" not in html and html.count("&lt;script&gt;") == 2
+
+
+def test_bundle_diff_is_escaped_and_none_without_changes() -> None:
+    from veil.server.console.render import bundle_diff
+
+    old = {"a.py": b"x = 1\n", "gone.py": b"y = 2\n"}
+    new = {"a.py": f"x = '{XSS}'\n".encode(), "new.py": b"z = 3\n"}
+    html = bundle_diff(old, new)
+    assert html is not None and "<script>" not in html
+    for text in ("approved/a.py", "this job/new.py", "approved/gone.py", "&lt;script&gt;"):
+        assert text in html
+    assert bundle_diff(old, dict(old)) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -178,3 +179,21 @@ def test_offline_api_docs(live_server) -> None:
         redoc = http.get("/redoc")
         assert redoc.status_code == 200 and "/static/docs/redoc.standalone.js" in redoc.text
         assert http.get("/openapi.json").json()["info"]["title"] == "Veil"
+
+
+def test_approval_page_diffs_against_the_version_approved_before(live_server, world,
+                                                                 tmp_path: Path) -> None:
+    upload_csv(world.hospital, tmp_path, "visits", visits_csv(60))
+    first = world.researcher.submit({"a.ipynb": notebook("import veil", "x = 1")},
+                                    entrypoint="a.ipynb", inputs=["hospital/visits"])
+    world.hospital.approve(first["id"], first["digest"])
+    second = world.researcher.submit({"a.ipynb": notebook("import veil", f"x = '{XSS}'")},
+                                     entrypoint="a.ipynb", inputs=["hospital/visits"])
+    provider = signin(live_server.url, world.hospital.token)
+    page = provider.get(f"/provider/jobs/{second['id']}").text
+    section = page.split('id="diff"')[1].split("</section>")[0]
+    assert first["id"] in section and XSS not in section
+    text = re.sub(r"<[^>]+>", "", section)
+    assert "-x = 1" in text and "+x = '&lt;script&gt;" in text
+    # The first job has nothing earlier to compare with.
+    assert 'id="diff"' not in provider.get(f"/provider/jobs/{first['id']}").text

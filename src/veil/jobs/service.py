@@ -123,6 +123,20 @@ def auto_approve_rule(session: Session, catalog: Catalog, caller: Caller,
     return job.digest, consumer.name, [d.full_name for d in mine]
 
 
+def earlier_approved_version(session: Session, caller: Caller, job: Job) -> Job | None:
+    """The latest earlier job of the same submitter and entrypoint that the caller's party
+    approved: what a reviewer diffs the new code against."""
+    earlier = session.execute(
+        select(Job).join(Approval).where(
+            Job.owner_id == job.owner_id, Job.entrypoint == job.entrypoint,
+            Job.created_at < job.created_at, Job.id != job.id,
+            Approval.party_id == caller.party_id, Approval.decision == "approve",
+            Approval.digest == Job.digest)
+        .order_by(Job.created_at.desc()).limit(1)
+    ).scalar_one_or_none()
+    return earlier
+
+
 def load_bundle(catalog: Catalog, job: Job) -> Bundle:
     manifest = job.manifest
     files = {entry["path"]: catalog.blobs.get(bundle_blob_key(job.id, entry["path"]))

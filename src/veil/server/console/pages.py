@@ -145,7 +145,13 @@ def provider_job(request: Request, job_id: str, signed: ProviderPage,
         readable = {o.name for o in job.outputs if o.status == PENDING}
         reviewed = {o.name: r.decision for o in job.outputs for r in o.reviews
                     if r.party_id == caller.party_id}
+        earlier = service.earlier_approved_version(session, caller, job)
     bundle = service.load_bundle(platform.catalog, job)
+    diff = None
+    if earlier is not None:
+        old = service.load_bundle(platform.catalog, earlier)
+        diff = {"job": earlier.id, "digest": earlier.digest,
+                "html": render.bundle_diff(old.files, bundle.files)}
     outputs = []
     for output in info["outputs"]:
         preview = None
@@ -158,7 +164,7 @@ def provider_job(request: Request, job_id: str, signed: ProviderPage,
                         "reviewed": reviewed.get(output["name"])})
     decided = next((a for a in info["approvals"] if a["party"] == caller.party), None)
     return page(request, "provider_job.html", signed, job=info, files=render.render_bundle(
-        bundle.files), outputs=outputs, decided=decided)
+        bundle.files), outputs=outputs, decided=decided, diff=diff)
 
 
 @router.post("/provider/jobs/{job_id}/approve")

@@ -18,7 +18,7 @@ from typing import Any
 from markupsafe import Markup
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
-from pygments.lexers import JsonLexer, PythonLexer, TextLexer
+from pygments.lexers import DiffLexer, JsonLexer, PythonLexer, TextLexer
 
 PREVIEW_ROWS = 10
 MAX_CELL_CHARS = 80
@@ -65,6 +65,39 @@ def render_bundle(files: Mapping[str, bytes]) -> list[BundleFile]:
             cells = [Cell("raw", _code(text, TextLexer()))]
         rendered.append(BundleFile(path, len(data), cells))
     return rendered
+
+
+def bundle_diff(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> Markup | None:
+    """A unified diff of two bundles' code (notebooks cell by cell), highlighted and escaped;
+    None when nothing changed."""
+    import difflib
+
+    lines: list[str] = []
+    for path in sorted(set(old) | set(new)):
+        before = _source_lines(path, old.get(path))
+        after = _source_lines(path, new.get(path))
+        lines += difflib.unified_diff(before, after, f"approved/{path}", f"this job/{path}",
+                                      lineterm="", n=2)
+    if not lines:
+        return None
+    return _code("\n".join(lines) + "\n", DiffLexer())
+
+
+def _source_lines(path: str, data: bytes | None) -> list[str]:
+    if data is None:
+        return []
+    text = data.decode("utf-8", errors="replace")
+    if path.endswith(".ipynb"):
+        try:
+            cells = json.loads(text)["cells"]
+            return [line for i, cell in enumerate(cells) for line in
+                    [f"# --- {cell['cell_type']} cell {i + 1} ---",
+                     *str(cell.get("source", "")).splitlines()]]
+        except (ValueError, KeyError, TypeError):
+            pass
+    if path.endswith(".json"):
+        text = _pretty_json(text)
+    return text.splitlines()
 
 
 def _notebook_cells(text: str) -> list[Cell]:
