@@ -153,6 +153,28 @@ def test_provider_approves_a_job_after_reading_its_code(served: Any, world: Any,
     assert "approve" in page.inner_text("main")
 
 
+def test_provider_creates_and_uploads_a_dataset_with_progress(served: Any, world: Any,
+                                                              page: Any, tmp_path: Path) -> None:
+    from tests.cleanroom.helpers import policy
+
+    sign_in(page, served.url, world.hospital.token)
+    page.fill("#new-dataset input[name=name]", "admissions")
+    page.fill("#new-dataset textarea[name=policy]", policy())
+    page.click("#create-dataset")
+    page.wait_for_selector("#upload-form")
+    csv = tmp_path / "admissions.csv"
+    csv.write_text(visits_csv(500))
+    page.set_input_files("#upload-form input[type=file]", str(csv))
+    shoot(page, "provider-upload")
+    page.click("#upload-button")
+    # Reloaded once the data is in: a ready dataset has no upload form.
+    page.wait_for_selector("#upload-form", state="detached", timeout=60_000)
+    assert world.hospital.dataset("hospital/admissions")["rows"] == 500
+    main = page.inner_text("main")
+    assert "patient_id" in main and "mock" in main and "ready" in main
+    shoot(page, "provider-dataset")
+
+
 def test_provider_reviews_and_rejects_a_row_level_output(served: Any, world: Any, ran: Any,
                                                          page: Any) -> None:
     sign_in(page, served.url, world.hospital.token)

@@ -158,3 +158,32 @@ def test_rules_name_existing_consumers(world) -> None:
     assert "approval.rules: no party named 'nobody'" in refused.value.detail
     text = policy() + ""
     assert "mode" in text  # the helpers' policy still parses with the new approval fields
+
+
+def test_console_upload_needs_the_csrf_header(live_server, world) -> None:
+    provider = signin(live_server.url, world.hospital.token)
+    csrf = csrf_of(provider.get("/provider").text)
+    created = provider.post("/provider/datasets", data={
+        "name": "claims", "policy": policy(), "policy_format": "toml", "csrf": csrf})
+    assert created.status_code == 303
+    dataset_id = created.headers["location"].split("/")[-1].split("#")[0]
+    page = provider.get(f"/provider/datasets/{dataset_id}")
+    assert 'id="upload-form"' in page.text and "/static/console/upload.js" in page.text
+    body = visits_csv(80).encode()
+    url = f"/provider/datasets/{dataset_id}/data?filename=claims.csv"
+    assert provider.put(url, content=body).status_code == 403
+    assert provider.put(url, content=body, headers={"X-CSRF-Token": "nope"}).status_code == 403
+    bad = provider.put(url, content=b"\x00\x01 not a table",
+                       headers={"X-CSRF-Token": csrf})
+    assert bad.status_code == 422 and world.hospital.dataset("hospital/claims")["status"] \
+        == "draft"
+    done = provider.put(url, content=body, headers={"X-CSRF-Token": csrf})
+    assert done.status_code == 200 and done.json()["rows"] == 80
+    assert world.hospital.dataset("hospital/claims")["status"] == "ready"
+    # A consumer's session cannot upload, even with its own valid CSRF token.
+    consumer = signin(live_server.url, world.researcher.token)
+    theirs = csrf_of(consumer.get("/consumer").text)
+    assert consumer.put(url, content=body, headers={"X-CSRF-Token": theirs}).status_code == 403
+    refused = provider.post("/provider/datasets", data={
+        "name": "x", "policy": "colour = 'red'", "policy_format": "toml", "csrf": csrf})
+    assert refused.status_code == 422 and "colour" in refused.text

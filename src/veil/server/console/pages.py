@@ -26,6 +26,7 @@ from veil.identity import NotFound, Role
 from veil.jobs import service
 from veil.jobs.lifecycle import State
 from veil.release import PENDING, RELEASED
+from veil.server import schemas
 from veil.server.console import render
 from veil.server.console.auth import (
     SESSION_COOKIE,
@@ -44,7 +45,7 @@ from veil.server.console.templating import templates
 from veil.server.deps import PlatformDep
 from veil.server.routes.admin import party_info, token_info, user_info
 from veil.server.routes.budget import remaining_for
-from veil.server.routes.datasets import delete_dataset
+from veil.server.routes.datasets import delete_dataset, stream_upload
 from veil.server.routes.datasets import describe as describe_dataset
 from veil.store.models import AuditEvent, Job
 
@@ -220,6 +221,35 @@ def provider_auto_approve(request: Request, job_id: str, signed: ProviderPage,
     return page(request, "notice.html", signed, title="Auto-approval rule added",
                 message=f"{digest} is now approved automatically when {consumer} submits it "
                         f"to read {', '.join(datasets)}.", link=f"/provider/jobs/{job_id}")
+
+
+@router.post("/provider/datasets")
+def provider_new_dataset(signed: ProviderPage, platform: PlatformDep, name: FormStr = "",
+                         policy: FormStr = "", policy_format: FormStr = "toml",
+                         csrf: Csrf = "") -> Response:
+    """Step one of an upload: the draft and its policy (validated); the data comes next."""
+    check_csrf(signed, csrf)
+    if policy_format not in ("json", "toml"):
+        raise PolicyError("the policy format must be json or toml")
+    with platform.db.transaction() as session:
+        dataset = platform.catalog.create_draft(session, signed.caller, name.strip(), policy,
+                                                policy_format)
+        dataset_id = dataset.id
+    return back(f"/provider/datasets/{dataset_id}#upload")
+
+
+@router.put("/provider/datasets/{dataset_id}/data", response_model=schemas.Dataset,
+            response_model_exclude_unset=True)
+async def provider_upload(request: Request, dataset_id: str, signed: ProviderPage,
+                          platform: PlatformDep,
+                          filename: Annotated[str, Query(max_length=255)] = "upload.csv"
+                          ) -> dict[str, Any]:
+    """Step two, from the page's script: the file streamed as the body, with a progress bar.
+
+    The CSRF token travels in a header (a cross-site form cannot set one, nor send a PUT).
+    """
+    check_csrf(signed, request.headers.get("x-csrf-token", ""))
+    return await stream_upload(platform, signed.caller, dataset_id, request, filename)
 
 
 @router.get("/provider/datasets/{dataset_id}")

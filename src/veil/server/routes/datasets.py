@@ -111,10 +111,16 @@ def delete_dataset(platform: Platform, caller: Caller, dataset_id: str) -> dict[
             response_model_exclude_unset=True)
 async def upload(dataset_id: str, request: Request, caller: Provider, platform: PlatformDep,
                  filename: Annotated[str, Query(max_length=255)] = "upload.csv") -> dict[str, Any]:
+    return await stream_upload(platform, caller, dataset_id, request, filename)
+
+
+async def stream_upload(platform: Platform, caller: Caller, dataset_id: str, request: Request,
+                        filename: str) -> dict[str, Any]:
     """Stream the body into the ingest thread; the catalog holds no DB transaction meanwhile.
 
     No request session here: the ingest thread pulls the body from the event loop, so the
     loop must never wait on a DB lock that thread could hold (see `Catalog.ingest_data`).
+    Shared by the API and the console's upload.
     """
     limit = platform.settings.max_upload_bytes
     declared = request.headers.get("content-length")
