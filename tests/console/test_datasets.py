@@ -81,6 +81,13 @@ def test_console_policy_change_shows_a_diff_before_saving(live_server, world) ->
                         data={"policy": "consumers = [", "policy_format": "toml",
                               "csrf": csrf})
     assert bad.status_code == 422 and "not valid TOML" in bad.text
+    # With a budget, the page charts the consumer's spend.
+    budgeted = _policy(world, budget={"epsilon": 2.0, "delta": 0.0, "rule": "basic"})
+    provider.post(f"/provider/datasets/{dataset_id}/policy",
+                  data={"policy": budgeted, "policy_format": "json", "confirm": "yes",
+                        "csrf": csrf})
+    assert 'aria-label="0 of 2 epsilon charged in 0 charges"' in provider.get(
+        f"/provider/datasets/{dataset_id}").text
     # Another provider cannot open it.
     other = signin(live_server.url, world.insurer.token)
     assert other.get(f"/provider/datasets/{dataset_id}").status_code == 404

@@ -86,3 +86,12 @@ def test_bundle_diff_is_escaped_and_none_without_changes() -> None:
     for text in ("approved/a.py", "this job/new.py", "approved/gone.py", "&lt;script&gt;"):
         assert text in html
     assert bundle_diff(old, dict(old)) is None
+
+
+def test_budget_chart_is_a_static_svg() -> None:
+    from veil.server.console.render import budget_chart
+
+    svg = budget_chart([("2026-12-01T00:00:00", 0.5), ("2026-12-02T00:00:00", 0.25)], 3.0)
+    assert svg.startswith("<svg") and "<script" not in svg and "style=" not in svg
+    assert 'aria-label="0.75 of 3 epsilon charged in 2 charges"' in svg
+    assert "polyline" in budget_chart([], 1.0)

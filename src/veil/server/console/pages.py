@@ -25,7 +25,7 @@ from veil.catalog.service import policy_of
 from veil.identity import NotFound, Role
 from veil.jobs import service
 from veil.jobs.lifecycle import State
-from veil.release import PENDING, RELEASED
+from veil.release import PENDING, RELEASED, ledger
 from veil.server import schemas
 from veil.server.console import render
 from veil.server.console.auth import (
@@ -260,6 +260,11 @@ def provider_dataset(request: Request, dataset_id: str, signed: ProviderPage,
         info = describe_dataset(dataset, owner_view=True)
         budgets = [b for b in remaining_for(session, platform.catalog, signed.caller)
                    if b["dataset"] == info["name"]]
+        parties = {p.name: p.id for p in identity.list_parties(session)}
+        for budget in budgets:
+            charges = ledger.history(session, dataset, parties[budget["consumer"]])
+            budget["chart"] = render.budget_chart(
+                [(c.at.isoformat(), c.epsilon) for c in charges], budget["epsilon_total"])
     policy = json.dumps(info["policy"], indent=2, sort_keys=True)
     return page(request, "provider_dataset.html", signed, dataset=info, budgets=budgets,
                 policy_text=policy, policy_format="json", diff=None)

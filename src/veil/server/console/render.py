@@ -253,3 +253,30 @@ def input_facts(policies: Sequence[Any]) -> InputFacts:
         ids.update(policy.join_keys)
         sizes.append(policy.min_group_size)
     return InputFacts(frozenset(ids), max(sizes) if sizes else None)
+
+
+def budget_chart(charges: Sequence[tuple[str, float]], total: float, *, width: int = 360,
+                 height: int = 90) -> Markup:
+    """Epsilon charged over time as a small inline SVG (no script, no inline style).
+
+    `charges` are (ISO time, epsilon) oldest first; the line is their running sum, which is
+    the spend under basic composition (a zCDP ledger may have spent less), against `total`.
+    """
+    top = max(total, sum(e for _, e in charges), 1e-9)
+    n = len(charges)
+    points = [(0.0, float(height))]
+    running = 0.0
+    for i, (_, epsilon) in enumerate(charges):
+        x = width * (i + 1) / max(n, 1)
+        points.append((x, points[-1][1]))
+        running += epsilon
+        points.append((x, height - height * running / top))
+    limit_y = height - height * total / top
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    label = f"{running:.3g} of {total:.3g} epsilon charged in {n} charge{'s' * (n != 1)}"
+    svg = (f'<svg class="budget" viewBox="0 0 {width} {height + 2}" width="{width}" '
+           f'height="{height + 2}" role="img" aria-label="{label}">'
+           f'<line x1="0" y1="{limit_y:.1f}" x2="{width}" y2="{limit_y:.1f}" stroke="#b42318" '
+           'stroke-dasharray="4 3"/>'
+           f'<polyline points="{path}" fill="none" stroke="#3b4cca" stroke-width="2"/></svg>')
+    return Markup(svg)  # built from numbers only: nothing to escape
