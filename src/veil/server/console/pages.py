@@ -156,7 +156,11 @@ def provider_job(request: Request, job_id: str, signed: ProviderPage,
     outputs = []
     for output in info["outputs"]:
         preview = None
-        if output["name"] in readable:
+        if output["name"] in readable and output["size"] > render.PREVIEW_MAX_BYTES:
+            preview = render.Preview("none", hints=[
+                f"{output['size']:,} bytes: too large to preview here; download it with "
+                f"`veil job download {info['id']} {output['name']}`"])
+        elif output["name"] in readable:
             data = platform.catalog.get_output(job, output["name"])
             preview = render.preview(output["kind"], output["media_type"], data,
                                      output["meta"], facts)

@@ -21,6 +21,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, JsonLexer, PythonLexer, TextLexer
 
 PREVIEW_ROWS = 10
+PREVIEW_MAX_BYTES = 32 * 1024**2  # larger outputs are not decrypted for a page view
 MAX_CELL_CHARS = 80
 MAX_TEXT_CHARS = 4000
 _FORMATTER = HtmlFormatter(cssclass="hl", nowrap=False)
