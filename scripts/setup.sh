@@ -4,9 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# chromium: the JupyterLab browser test drives Debian's build (never `playwright install`).
-APT_PACKAGES=(bubblewrap swtpm swtpm-tools tpm2-tools libtss2-dev libsodium23 libseccomp2 pkg-config
-              chromium)
+# chromium: the browser tests drive Debian's build (never `playwright install`).
+APT_PACKAGES=(bubblewrap swtpm swtpm-tools tpm2-tools libtss2-dev libsodium23 libseccomp2 pkg-config chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -28,8 +28,10 @@ from veil.privacy.accounting import BudgetPolicy
 
 __all__ = [
     "DEFAULT_JOIN_SAMPLE_RATE",
+    "FIXED_AFTER_UPLOAD",
     "ApprovalSpec",
     "AttestationSpec",
+    "AutoRule",
     "ColumnSpec",
     "DatasetPolicy",
     "LimitsSpec",
@@ -40,6 +42,7 @@ __all__ = [
     "SyntheticViewSpec",
     "ViewsSpec",
     "parse_policy",
+    "policy_diff",
 ]
 
 # Small on purpose: each sampled key's pseudonym shows up in every view of the collaboration.
@@ -66,11 +69,35 @@ def _unique(values: list[str], what: str) -> list[str]:
     return values
 
 
+class AutoRule(_Strict):
+    """Approve one bundle digest automatically when one of the named consumers submits it."""
+
+    digest: str
+    consumers: list[_Consumer] = Field(min_length=1)
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not _DIGEST.fullmatch(v):
+            raise ValueError("the digest must look like 'sha256:<64 lowercase hex>'")
+        return v
+
+    @field_validator("consumers")
+    @classmethod
+    def _consumers(cls, v: list[str]) -> list[str]:
+        return _unique(v, "consumers")
+
+
 class ApprovalSpec(_Strict):
-    """How job digests get approved: by hand, or automatically for listed bundle digests."""
+    """How job digests get approved: by hand, or automatically ("approve once, run many").
+
+    ``auto_digests`` are approved for every consumer the dataset is shared with; each of
+    ``rules`` approves one digest for the consumer parties it names.
+    """
 
     mode: Literal["manual", "auto"] = "manual"
     auto_digests: list[str] = Field(default_factory=list)
+    rules: list[AutoRule] = Field(default_factory=list)
 
     @field_validator("auto_digests")
     @classmethod
@@ -80,13 +107,34 @@ class ApprovalSpec(_Strict):
                 raise ValueError("each digest must look like 'sha256:<64 lowercase hex>'")
         return _unique(v, "auto_digests")
 
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, v: list[AutoRule]) -> list[AutoRule]:
+        _unique([r.digest for r in v], "rules' digests")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> ApprovalSpec:
-        if self.mode == "auto" and not self.auto_digests:
-            raise ValueError("mode 'auto' needs at least one entry in auto_digests")
-        if self.mode == "manual" and self.auto_digests:
-            raise ValueError("auto_digests is only meaningful with mode 'auto'")
+        if self.mode == "auto" and not (self.auto_digests or self.rules):
+            raise ValueError("mode 'auto' needs at least one entry in auto_digests or rules")
+        if self.mode == "manual" and (self.auto_digests or self.rules):
+            raise ValueError("auto_digests and rules are only meaningful with mode 'auto'")
         return self
+
+    def approves(self, digest: str, consumer: str | None) -> bool:
+        """Whether a submission of `digest` by `consumer` is approved without a person."""
+        if self.mode != "auto":
+            return False
+        return digest in self.auto_digests or any(
+            rule.digest == digest and consumer in rule.consumers for rule in self.rules)
+
+    def with_rule(self, digest: str, consumer: str) -> ApprovalSpec:
+        """This approval plus `digest` approved for `consumer` (the console's one-click rule)."""
+        rules = [r for r in self.rules if r.digest != digest]
+        old = next((r for r in self.rules if r.digest == digest), None)
+        consumers = sorted({*(old.consumers if old else []), consumer})
+        rules.append(AutoRule(digest=digest, consumers=consumers))
+        return ApprovalSpec(mode="auto", auto_digests=list(self.auto_digests), rules=rules)
 
 
 class MockViewSpec(_Strict):
@@ -253,6 +301,21 @@ class DatasetPolicy(_Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+# What the stored ciphertext and views were built under: changing these needs a new upload.
+FIXED_AFTER_UPLOAD = ("views", "schema", "privacy_unit", "join_keys", "join_sample_rate")
+
+
+def policy_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """A unified diff of two policy documents (canonical JSON), for a provider to confirm."""
+    import difflib
+
+    def lines(doc: dict[str, Any]) -> list[str]:
+        return json.dumps(doc, indent=2, sort_keys=True).splitlines()
+
+    return list(difflib.unified_diff(lines(old), lines(new), "current", "proposed",
+                                     lineterm="", n=2))
 
 
 def parse_policy(text: str, *, format: Literal["toml", "json"]) -> DatasetPolicy:

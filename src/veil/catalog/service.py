@@ -21,8 +21,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from veil import audit
+from veil.catalog.errors import PolicyError
 from veil.catalog.ingest import ingest
-from veil.catalog.policy import DatasetPolicy, parse_policy
+from veil.catalog.policy import FIXED_AFTER_UPLOAD, DatasetPolicy, parse_policy, policy_diff
 from veil.catalog.views import view_builders_for
 from veil.crypto.envelope import DataKey, DecryptingReader, EncryptingWriter
 from veil.crypto.keyring import LocalKeyring
@@ -64,6 +65,8 @@ class Catalog:
         existing = session.execute(
             select(Dataset).where(Dataset.party_id == caller.party_id, Dataset.name == name)
         ).scalar_one_or_none()
+        if existing is not None and existing.status == "deleted":
+            raise Conflict(f"dataset {caller.party}/{name} was deleted; choose another name")
         if existing is not None and existing.status != "draft":
             raise Conflict(f"dataset {caller.party}/{name} already exists")
         if existing is not None:
@@ -76,6 +79,88 @@ class Catalog:
         session.flush()
         audit.record(session, actor=caller.actor, action="dataset.policy_set", subject=dataset.id,
                      detail={"name": name})
+        return dataset
+
+    def update_policy(self, session: Session, caller: Caller, dataset_id: str,
+                      policy_text: str, policy_format: str) -> tuple[Dataset, list[str]]:
+        """Replace a dataset's policy; returns the dataset and the diff that was applied.
+
+        Validated like a new policy, and further: every consumer party named must exist (a
+        misspelt name would silently share with no one), and once data is uploaded the fields
+        its views were built under cannot change.
+        """
+        dataset = self.own_dataset(session, caller, dataset_id, lock=True)
+        policy = parse_policy(policy_text, format=policy_format)  # type: ignore[arg-type]
+        return dataset, self._replace_policy(session, caller, dataset, policy)
+
+    def add_auto_rule(self, session: Session, caller: Caller, dataset_id: str, digest: str,
+                      consumer: str) -> list[str]:
+        """Approve `digest` automatically for `consumer` from now on; returns the diff."""
+        dataset = self.own_dataset(session, caller, dataset_id, lock=True)
+        policy = policy_of(dataset)
+        updated = policy.model_copy(update={"approval": policy.approval.with_rule(digest,
+                                                                                  consumer)})
+        return self._replace_policy(session, caller, dataset, updated)
+
+    def preview_policy(self, session: Session, caller: Caller, dataset_id: str,
+                       policy_text: str, policy_format: str) -> list[str]:
+        """The diff `update_policy` would apply, with the same checks; nothing is written."""
+        dataset = self.own_dataset(session, caller, dataset_id)
+        policy = parse_policy(policy_text, format=policy_format)  # type: ignore[arg-type]
+        return self._checked(session, dataset, policy)[2]
+
+    def _replace_policy(self, session: Session, caller: Caller, dataset: Dataset,
+                        policy: DatasetPolicy) -> list[str]:
+        new, old, diff = self._checked(session, dataset, policy)
+        dataset.policy = new
+        session.flush()
+        audit.record(session, actor=caller.actor, action="dataset.policy_updated",
+                     subject=dataset.id,
+                     detail={"name": dataset.full_name,
+                             "changed": sorted(k for k in new if new.get(k) != old.get(k))})
+        return diff
+
+    def _checked(self, session: Session, dataset: Dataset, policy: DatasetPolicy
+                 ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        """(new document, old document, diff) of a policy that may replace the dataset's."""
+        if dataset.status == "deleted":
+            raise Conflict("this dataset was deleted")
+        new = policy.model_dump(mode="json", by_alias=True)
+        old = policy_of(dataset).model_dump(mode="json", by_alias=True)
+        problems: list[tuple[str, str]] = []
+        if dataset.status == "ready":
+            problems += [(field, "fixed once data is uploaded; upload a new dataset instead")
+                         for field in FIXED_AFTER_UPLOAD if new.get(field) != old.get(field)]
+        parties = set(session.execute(select(Party.name)).scalars())
+        named = [("consumers", c) for c in policy.consumers]
+        named += [("approval.rules", c) for rule in policy.approval.rules
+                  for c in rule.consumers]
+        problems += [(field, f"no party named {name!r}") for field, name in named
+                     if name not in parties]
+        if problems:
+            raise PolicyError("policy not updated", problems)
+        diff = policy_diff(old, new)
+        if not diff:
+            raise Conflict("the proposed policy is the same as the current one")
+        return new, old, diff
+
+    def delete(self, session: Session, caller: Caller, dataset_id: str) -> Dataset:
+        """Forget a dataset: its key (crypto-shredding the ciphertext), views and data.
+
+        The row stays, marked deleted, so jobs and the audit log keep what they refer to;
+        the caller discards the blobs (`discard_blobs`) once this transaction has committed.
+        """
+        dataset = self.own_dataset(session, caller, dataset_id, lock=True)
+        if dataset.status == "deleted":
+            raise Conflict("this dataset was already deleted")
+        for view in list(dataset.views):
+            session.delete(view)
+        dataset.wrapped_key = None
+        dataset.status = "deleted"
+        session.flush()
+        audit.record(session, actor=caller.actor, action="dataset.deleted", subject=dataset.id,
+                     detail={"name": dataset.full_name, "rows": dataset.rows,
+                             "digest": dataset.content_digest})
         return dataset
 
     def ingest_data(self, db: Database, caller: Caller, dataset_id: str, source: IO[bytes],

@@ -9,7 +9,7 @@ from rich.progress import Progress, SpinnerColumn, TimeElapsedColumn
 
 from veil.cli._common import TokenOption, UrlOption, api_errors, client, console, print_json
 
-app = typer.Typer(help="Datasets: upload, list, views.", no_args_is_help=True)
+app = typer.Typer(help="Datasets: upload, list, views, policy, delete.", no_args_is_help=True)
 
 
 @app.command()
@@ -59,3 +59,34 @@ def view(
         served, data = client(url, token).view(name, kind)
     output.write_bytes(data)
     console.print(f"{served} view of {name} written to {output}")
+
+
+@app.command()
+def policy(
+    name: str,
+    policy: Path = typer.Option(..., "--policy", exists=True, dir_okay=False,
+                                help="the new policy document (.toml or .json)"),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """Replace a dataset's policy (validated; fields the views were built under are fixed)."""
+    fmt = "json" if policy.suffix == ".json" else "toml"
+    with api_errors():
+        result = client(url, token).update_policy(name, policy.read_text(), policy_format=fmt)
+    for line in result["diff"]:
+        console.print(line, highlight=False, markup=False)
+
+
+@app.command()
+def delete(
+    name: str,
+    yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """Delete a dataset's data, views and key (the audit log keeps the fact)."""
+    if not yes:
+        typer.confirm(f"delete {name} for good?", abort=True)
+    with api_errors():
+        result = client(url, token).delete_dataset(name)
+    console.print(f"{result['name']} deleted; jobs rejected: {len(result['jobs_rejected'])}")

@@ -108,6 +108,15 @@ def approve(job_id: str, digest: str = typer.Option(..., "--digest",
     console.print(f"job {job_id} {job['state']}")
 
 
+@app.command("auto-approve")
+def auto_approve(job_id: str, url: str = UrlOption, token: str = TokenOption) -> None:
+    """Approve this job's digest automatically, from now on, when its consumer submits it."""
+    with api_errors():
+        rule = client(url, token).auto_approve(job_id)
+    console.print(f"{rule['digest']} is approved automatically for {rule['consumer']} on "
+                  f"{', '.join(rule['datasets'])}", highlight=False)
+
+
 @app.command()
 def reject(job_id: str, reason: str = typer.Option(None, "--reason"),
            url: str = UrlOption, token: str = TokenOption) -> None:

@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from veil import audit
 from veil.catalog.service import Catalog, policy_of
 from veil.errors import VeilError
-from veil.identity import Caller, Forbidden, NotFound, Role
+from veil.identity import Caller, Conflict, Forbidden, NotFound, Role
 from veil.jobs.bundle import Bundle, BundleError, make_bundle
 from veil.jobs.lifecycle import State, create, transition
 from veil.names import bundle_blob_key
-from veil.store.models import Approval, Dataset, Job, JobInput, Output
+from veil.store.models import Approval, Dataset, Job, JobInput, Output, Party
 
 
 class JobError(VeilError, ValueError):
@@ -56,8 +56,7 @@ def submit(session: Session, catalog: Catalog, caller: Caller, files: Mapping[st
     session.flush()
     transition(session, job, State.PENDING_APPROVAL, actor="system:policy")
     for dataset in datasets:
-        approval = policy_of(dataset).approval
-        if approval.mode == "auto" and job.digest in approval.auto_digests:
+        if policy_of(dataset).approval.approves(job.digest, caller.party):
             _decide(session, job, dataset.party_id, "approve", actor="policy:auto")
     _maybe_approve(session, job)
     return job
@@ -82,6 +81,60 @@ def _check_pinned_plans(bundle: Bundle) -> None:
         if outside:
             raise BundleError(f"the plan of {name!r} reads {outside[0]!r}, which is not an "
                               "input of the job")
+
+
+def delete_dataset(session: Session, catalog: Catalog, caller: Caller,
+                   dataset_id: str) -> tuple[Dataset, list[str]]:
+    """A provider deletes a dataset: jobs waiting to read it are rejected, then the catalog
+    forgets its key and views. Refused while a job reading it runs (it holds the key).
+
+    Returns the dataset and the ids of the jobs rejected; the caller discards the blobs
+    after the transaction commits.
+    """
+    dataset = catalog.own_dataset(session, caller, dataset_id, lock=True)
+    readers = session.execute(
+        select(Job).join(JobInput).where(JobInput.dataset_id == dataset.id)
+    ).scalars().all()
+    if any(State(job.state) is State.RUNNING for job in readers):
+        raise Conflict("a job reading this dataset is running; delete it once the job ends")
+    withdrawn = []
+    for job in readers:
+        if State(job.state) in (State.PENDING_APPROVAL, State.APPROVED):
+            transition(session, job, State.REJECTED, actor=caller.actor,
+                       reason=f"input {dataset.full_name} was deleted by its provider")
+            withdrawn.append(job.id)
+    return catalog.delete(session, caller, dataset_id), withdrawn
+
+
+def auto_approve_rule(session: Session, catalog: Catalog, caller: Caller,
+                      job_id: str) -> tuple[str, str, list[str]]:
+    """"Approve once, run many": the caller's datasets that this job reads approve its digest
+    automatically for the submitting consumer party from now on (their policies' rules).
+
+    Returns (digest, consumer party, dataset names). Audited as a policy update per dataset;
+    later matching submissions are audited as approved by ``policy:auto``.
+    """
+    job = _provider_job(session, caller, job_id)
+    consumer = session.get(Party, job.party_id)
+    assert consumer is not None
+    mine = [i.dataset for i in job.inputs if i.dataset.party_id == caller.party_id]
+    for dataset in mine:
+        catalog.add_auto_rule(session, caller, dataset.id, job.digest, consumer.name)
+    return job.digest, consumer.name, [d.full_name for d in mine]
+
+
+def earlier_approved_version(session: Session, caller: Caller, job: Job) -> Job | None:
+    """The latest earlier job of the same submitter and entrypoint that the caller's party
+    approved: what a reviewer diffs the new code against."""
+    earlier = session.execute(
+        select(Job).join(Approval).where(
+            Job.owner_id == job.owner_id, Job.entrypoint == job.entrypoint,
+            Job.created_at < job.created_at, Job.id != job.id,
+            Approval.party_id == caller.party_id, Approval.decision == "approve",
+            Approval.digest == Job.digest)
+        .order_by(Job.created_at.desc()).limit(1)
+    ).scalar_one_or_none()
+    return earlier
 
 
 def load_bundle(catalog: Catalog, job: Job) -> Bundle:

@@ -88,6 +88,14 @@ def remaining(session: Session, dataset: Dataset, party_id: str) -> Remaining | 
                      verdict.remaining_delta, policy.rule, policy.renewal)
 
 
+def history(session: Session, dataset: Dataset, party_id: str) -> list[BudgetCharge]:
+    """Every charge of a consumer party on a dataset, oldest first (for the console's chart)."""
+    return list(session.execute(
+        select(BudgetCharge).where(BudgetCharge.dataset_id == dataset.id,
+                                   BudgetCharge.party_id == party_id)
+        .order_by(BudgetCharge.at)).scalars())
+
+
 def _budget(dataset: Dataset) -> BudgetPolicy | None:
     raw = dataset.policy.get("budget")
     return None if raw is None else BudgetPolicy.model_validate(raw)

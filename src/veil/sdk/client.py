@@ -65,6 +65,25 @@ class Client:
     def create_user(self, name: str, role: str, party: str | None) -> dict[str, Any]:
         return self._json("POST", "/admin/users", json={"name": name, "role": role, "party": party})
 
+    def parties(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/admin/parties")
+
+    def users(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/admin/users")
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/admin/tokens")
+
+    def issue_token(self, user: str) -> dict[str, Any]:
+        return self._json("POST", "/admin/tokens", json={"user": user})
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/admin/tokens/{token_id}/revoke")
+
+    def rotate_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token and issue its user a new one (returned once, in ``token``)."""
+        return self._json("POST", f"/admin/tokens/{token_id}/rotate")
+
     # -- datasets ---------------------------------------------------------------------------
     def upload(self, name: str, data: Path | BinaryIO, *, policy: str, policy_format: str,
                filename: str | None = None) -> dict[str, Any]:
@@ -91,6 +110,17 @@ class Client:
         params = {"kind": kind} if kind else {}
         response = self._call("GET", f"/datasets/{full_name}/view", params=params)
         return response.headers["X-Veil-View"], response.content
+
+    def update_policy(self, full_name: str, policy: str, *,
+                      policy_format: str = "toml") -> dict[str, Any]:
+        """Replace a dataset's policy; returns the dataset and the diff applied."""
+        dataset_id = self.dataset(full_name)["id"]
+        return self._json("PUT", f"/datasets/{dataset_id}/policy",
+                          json={"policy": policy, "policy_format": policy_format})
+
+    def delete_dataset(self, full_name: str) -> dict[str, Any]:
+        dataset_id = self.dataset(full_name)["id"]
+        return self._json("DELETE", f"/datasets/{dataset_id}")
 
     def budgets(self) -> list[dict[str, Any]]:
         return self._json("GET", "/budgets")
@@ -136,6 +166,10 @@ class Client:
 
     def approve(self, job_id: str, digest: str) -> dict[str, Any]:
         return self._json("POST", f"/jobs/{job_id}/approve", json={"digest": digest})
+
+    def auto_approve(self, job_id: str) -> dict[str, Any]:
+        """Approve this job's digest automatically for its consumer party from now on."""
+        return self._json("POST", f"/jobs/{job_id}/auto-approve")
 
     def reject(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
         return self._json("POST", f"/jobs/{job_id}/reject", json={"reason": reason})

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from veil import __version__
 from veil.errors import VeilError, status_for
 from veil.jobs.bundle import RUNTIME
 from veil.release.manifest import ManifestError
-from veil.server import schemas
+from veil.server import console, schemas
 from veil.server.platform import Platform
 from veil.server.routes import admin, attestation, budget, datasets, jobs
 from veil.tee.sandbox import SandboxError
@@ -35,12 +35,15 @@ def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
         yield
         platform.close()
 
-    app = FastAPI(title="Veil", version=__version__, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their assets from a CDN: the console serves them.
+    app = FastAPI(title="Veil", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     app.state.platform = platform
     for router in (admin.router, attestation.router, budget.router, datasets.router,
                    jobs.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(attestation.public)
+    console.install(app)
 
     handled: list[type[Exception]] = [VeilError, *FOREIGN_STATUS]
     for exc_type in handled:
@@ -61,13 +64,17 @@ def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
     return app
 
 
-async def _handle(_: Request, exc: Exception) -> JSONResponse:
-    """The one handler: the status comes from the exception's MRO (see `veil.errors`)."""
+async def _handle(request: Request, exc: Exception) -> Response:
+    """The one handler: the status comes from the exception's MRO (see `veil.errors`).
+
+    Console pages get the same status and message as an HTML page.
+    """
     status = status_for(exc, FOREIGN_STATUS)
     if status >= 500:
         log.error("request failed with %s", status, exc_info=exc)
-    if status == 500:
-        # A VeilError without a more specific class is a bug; its message was not vetted.
-        return JSONResponse({"detail": "internal error"}, status_code=status)
-    # Messages of these types are written to be safe to show: no secrets, no data values.
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    # A VeilError without a more specific class is a bug; its message was not vetted.
+    # Messages of the other types are written to be safe to show: no secrets, no data values.
+    detail = "internal error" if status == 500 else str(exc)
+    if console.is_page(request.url.path):
+        return console.error_page(request, status, detail)
+    return JSONResponse({"detail": detail}, status_code=status)

@@ -127,3 +127,51 @@ class Health(_Public):
 
 class Runtime(_Public):
     runtime: str
+
+
+class PartyInfo(_Public):
+    id: str
+    name: str
+    created_at: str
+
+
+class UserInfo(_Public):
+    id: str
+    name: str
+    role: str
+    party: str | None
+    created_at: str
+
+
+class TokenInfo(_Public):
+    """A token's record; the token itself is never stored, so it is never listed."""
+
+    id: str
+    user: str
+    role: str
+    created_at: str
+    revoked: bool
+
+
+class TokenIssued(_Public):
+    id: str  # the token whose record this is (revoked, for a rotation)
+    user: str
+    token: str  # the new token, shown once
+
+
+class PolicyUpdated(_Public):
+    dataset: Dataset
+    diff: list[str]  # unified diff of the policy documents, as applied
+
+
+class DatasetDeleted(_Public):
+    id: str
+    name: str
+    status: str
+    jobs_rejected: list[str]  # jobs that were waiting to read it
+
+
+class AutoRuleAdded(_Public):
+    digest: str
+    consumer: str  # the consumer party whose submissions of this digest are now auto-approved
+    datasets: list[str]  # the caller's datasets whose policies now carry the rule

@@ -222,3 +222,19 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ConsoleSession(Base):
+    """A web-console sign-in: only the SHA-256 of the cookie is stored, as for tokens.
+
+    Bound to the API token it was exchanged for, so revoking that token ends the session.
+    """
+
+    __tablename__ = "console_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    token: Mapped[ApiToken] = relationship()

@@ -1,4 +1,5 @@
-"""Datasets: create (policy), upload (streamed), list, describe, stage-1 views.
+"""Datasets: create (policy), upload (streamed), list, describe, stage-1 views, policy
+updates and deletion.
 
 There is deliberately no route that returns a dataset's raw data.
 """
@@ -12,15 +13,17 @@ from typing import Annotated, Any, Literal
 import anyio.from_thread
 import anyio.lowlevel
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from veil.catalog.errors import UploadTooLarge
 from veil.catalog.schema import Schema
 from veil.catalog.service import policy_of, public_view_meta
 from veil.identity import Caller, Role
+from veil.jobs import service
 from veil.server import schemas
 from veil.server.deps import CallerDep, PlatformDep, require
+from veil.server.platform import Platform
 from veil.store.models import Dataset
 
 router = APIRouter()
@@ -31,6 +34,12 @@ class DatasetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     policy: str
+    policy_format: Literal["toml", "json"] = "toml"
+
+
+class PolicyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: str = Field(max_length=256 * 1024)
     policy_format: Literal["toml", "json"] = "toml"
 
 
@@ -71,14 +80,47 @@ def create(body: DatasetIn, caller: Provider, platform: PlatformDep) -> dict[str
         return describe(dataset, owner_view=True)
 
 
+@router.put("/datasets/{dataset_id}/policy", response_model=schemas.PolicyUpdated)
+def update_policy(dataset_id: str, body: PolicyIn, caller: Provider,
+                  platform: PlatformDep) -> dict[str, Any]:
+    with platform.db.transaction() as session:
+        dataset, diff = platform.catalog.update_policy(session, caller, dataset_id, body.policy,
+                                                       body.policy_format)
+        return {"dataset": describe(dataset, owner_view=True), "diff": diff}
+
+
+@router.delete("/datasets/{dataset_id}", response_model=schemas.DatasetDeleted)
+def delete(dataset_id: str, caller: Provider, platform: PlatformDep) -> dict[str, Any]:
+    """Delete data, views and key; jobs waiting to read it are rejected; the audit keeps it."""
+    return delete_dataset(platform, caller, dataset_id)
+
+
+def delete_dataset(platform: Platform, caller: Caller, dataset_id: str) -> dict[str, Any]:
+    with platform.db.transaction() as session:
+        dataset, withdrawn = service.delete_dataset(session, platform.catalog, caller,
+                                                    dataset_id)
+        info = {"id": dataset.id, "name": dataset.full_name, "status": dataset.status,
+                "jobs_rejected": withdrawn}
+    # After the commit: the wrapped key is already gone, so a failure here leaves only
+    # ciphertext that nobody can decrypt.
+    platform.catalog.discard_blobs(dataset_id)
+    return info
+
+
 @router.put("/datasets/{dataset_id}/data", response_model=schemas.Dataset,
             response_model_exclude_unset=True)
 async def upload(dataset_id: str, request: Request, caller: Provider, platform: PlatformDep,
                  filename: Annotated[str, Query(max_length=255)] = "upload.csv") -> dict[str, Any]:
+    return await stream_upload(platform, caller, dataset_id, request, filename)
+
+
+async def stream_upload(platform: Platform, caller: Caller, dataset_id: str, request: Request,
+                        filename: str) -> dict[str, Any]:
     """Stream the body into the ingest thread; the catalog holds no DB transaction meanwhile.
 
     No request session here: the ingest thread pulls the body from the event loop, so the
     loop must never wait on a DB lock that thread could hold (see `Catalog.ingest_data`).
+    Shared by the API and the console's upload.
     """
     limit = platform.settings.max_upload_bytes
     declared = request.headers.get("content-length")

@@ -114,6 +114,15 @@ def approve(job_id: str, body: Verdict, caller: Provider, platform: PlatformDep)
         return service.describe(service.approve(session, caller, job_id, body.digest))
 
 
+@router.post("/jobs/{job_id}/auto-approve", response_model=schemas.AutoRuleAdded)
+def auto_approve(job_id: str, caller: Provider, platform: PlatformDep) -> dict[str, Any]:
+    """Approve this job's digest automatically for its consumer party from now on."""
+    with platform.db.transaction() as session:
+        digest, consumer, datasets = service.auto_approve_rule(session, platform.catalog,
+                                                               caller, job_id)
+        return {"digest": digest, "consumer": consumer, "datasets": datasets}
+
+
 @router.post("/jobs/{job_id}/reject", response_model=schemas.Job)
 def reject(job_id: str, body: Rejection, caller: Provider, platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:
