@@ -22,6 +22,14 @@ import pytest
 HERE = Path(__file__).parent
 TEST_DATABASE_URL = os.environ.get("VEIL_TEST_DATABASE_URL") or None
 
+# Browser tests drive Debian's chromium (scripts/setup.sh installs it; never `playwright
+# install`). Without it they skip on a developer's machine but fail under CI, where a
+# missing install step must not pass as green.
+CHROMIUM = Path("/usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (scripts/setup.sh)")
+
 
 @contextmanager
 def fresh_database() -> Iterator[str | None]:

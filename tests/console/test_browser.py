@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,11 @@ from tests.cleanroom.helpers import (
     visits_csv,
     wait,
 )
-from tests.conftest import start_server
+from tests.conftest import CHROMIUM, needs_chromium, start_server
 from tests.console.helpers import signin
 from veil.sdk.client import ApiError
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = [pytest.mark.slow, pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                 reason="Debian's chromium is not installed (scripts/setup.sh)")]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, needs_chromium]
 SHOTS = os.environ.get("VEIL_CONSOLE_SCREENSHOTS")
 
 XSS = "<script>alert(1)</script>"
@@ -93,7 +89,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM)
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM))
         yield chromium
         chromium.close()
 

@@ -3,12 +3,14 @@
 A real `veil serve`-equivalent server (workers, sandbox) and a real `veil lab` on loopback:
 open the demo notebook, see the Veil sidebar list the datasets, check and submit the
 notebook from the sidebar, approve via the API, watch the job reach `released` in the
-sidebar, download all and see the verdict PASS. Screenshots of each step go to docs/lab/.
+sidebar, download all and see the verdict PASS. Set VEIL_LAB_SCREENSHOTS=docs/lab to save a
+screenshot of each step on the way (a plain run leaves the work tree untouched).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -17,22 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_server
+from tests.conftest import CHROMIUM, needs_chromium, start_server
 from veil.demo.data import HOSPITAL_POLICY, INSURER_POLICY, hospital_visits, insurer_claims
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "lab"
+SHOTS = os.environ.get("VEIL_LAB_SCREENSHOTS")
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup.sh)"),
-]
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 def _shot(page: object, name: str) -> None:
-    """A screenshot for docs/lab/, quantised to a small palette PNG."""
+    """A screenshot for docs/lab/, quantised to a small palette PNG (only when asked for)."""
+    if not SHOTS:
+        return
     from PIL import Image
 
-    path = SHOTS / name
+    path = Path(SHOTS) / name
     page.screenshot(path=str(path))  # type: ignore[attr-defined]
     with Image.open(path) as image:
         small = image.convert("RGB").quantize(colors=64)
