@@ -26,4 +26,15 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 echo "setup: installing veil and its dependencies into .venv"
 .venv/bin/python -m pip install -q -e ".[dev,tpm,bench,postgres]"
+# The MPC engine of `veil psi measure` (SecretFlow SPU, Cheetah 2PC) needs numpy < 2 and
+# jax <= 0.4.34, so it lives in its own environment; Veil starts it as a subprocess.
+if [ ! -x .venv-mpc/bin/python ]; then
+  echo "setup: creating .venv-mpc (SPU for veil psi measure)"
+  "$PYTHON" -m venv .venv-mpc
+fi
+if ! .venv-mpc/bin/python -c "import spu" 2>/dev/null; then
+  echo "setup: installing spu into .venv-mpc"
+  .venv-mpc/bin/python -m pip install -q --upgrade pip
+  .venv-mpc/bin/python -m pip install -q "spu==0.9.5" "numpy>=1.24,<2" "jax>=0.4.30,<=0.4.34"
+fi
 echo "setup: done. Try: .venv/bin/veil demo"
