@@ -293,7 +293,7 @@ def main() -> int:
     except WorkerError as exc:
         _emit(event="error", kind=exc.kind, message=str(exc))
         return 2
-    except Exception as exc:  # noqa: BLE001 - the parent needs a reason, not a traceback
+    except Exception as exc:  # the parent needs a reason, not a traceback
         _emit(event="error", kind="engine", message=f"{type(exc).__name__}: {exc}"[:500])
         return 3
 

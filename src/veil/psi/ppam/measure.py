@@ -21,7 +21,8 @@ from veil.psi.errors import InputError
 from veil.psi.ppam.engine import EngineResult, WorkerJob, default_mpc_python, run_engine
 from veil.psi.ppam.plan import Aggregate, MeasurePlan
 
-__all__ = ["Estimate", "MeasureReport", "ShareTable", "measure", "plain_aggregates", "report"]
+__all__ = ["Estimate", "MeasureReport", "ShareTable", "measure", "plain_aggregates",
+           "read_share_table", "report"]
 
 Role = Literal["publisher", "advertiser"]
 _Z95 = 1.959963984540054
@@ -34,11 +35,21 @@ class ShareTable:
     names: tuple[str, ...]
     shares: np.ndarray
     tau: int = 0
+    """-1: the file does not record tau, so dummy rows cannot be ruled out."""
     zero_columns: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
         return int(self.shares.shape[0])
+
+
+def read_share_table(path: Path) -> ShareTable:
+    """A share CSV written by `veil psi run` (its header line gives tau and the zero column)."""
+    from veil.psi.inputs import load_share_file
+
+    tau, zeros, header, rows = load_share_file(path)
+    shares = np.array(rows, dtype=np.uint64).reshape(len(rows), len(header))
+    return ShareTable(tuple(header), shares, tau if tau is not None else -1, tuple(zeros))
 
 
 def plain_aggregates(plan: MeasurePlan, names: tuple[str, ...],
@@ -146,12 +157,12 @@ def check_table(plan: MeasurePlan, table: ShareTable) -> None:
             raise InputError(f"the {role.replace('_', ' ')} column {name!r} is not in the share "
                              f"file (columns: {', '.join(table.names)})")
     if table.tau and not plan.columns.real:
+        why = (f"the run added dummy rows (tau={table.tau})" if table.tau > 0
+               else "the share file does not record tau, so dummy rows cannot be ruled out")
         raise InputError(
-            f"the run added dummy rows (tau={table.tau}), whose features are random: name the "
+            f"{why}, whose features are random: name the "
             "zero column (non-zero on real rows) with --real, or re-run veil psi run with "
             "--zero-column")
-    if plan.columns.real and plan.columns.real not in table.zero_columns and table.tau:
-        raise InputError(f"{plan.columns.real!r} is not a zero column of this run")
     plan.check_rows(table.rows)
 
 

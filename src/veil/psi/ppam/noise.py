@@ -38,7 +38,7 @@ class NoiseSpec:
     units: int
     """Sensitivity in lattice units (Δ)."""
     coins: int
-    """N: the noise is q·(Bin(N, 1/2) − N/2)."""
+    """N: the noise is q·(Bin(N, 1/2) - N/2)."""
     epsilon: float
     delta: float
 
@@ -85,7 +85,7 @@ def noise_spec(sensitivity: int, epsilon: float, delta: float) -> NoiseSpec:
 
 
 def pld_delta(coins: int, units: int, epsilon: float) -> float:
-    """Exact δ(ε) of count + (Bin(N, 1/2) − N/2) against count + Δ, by dp-accounting's PLD.
+    """Exact δ(ε) of count + (Bin(N, 1/2) - N/2) against count + Δ, by dp-accounting's PLD.
 
     The support is cut at 14 standard deviations from the mean (mass below 1e-40), added to the
     result so the answer stays an upper bound.

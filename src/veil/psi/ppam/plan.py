@@ -3,7 +3,7 @@
 Everything here is public to both parties; the SPU processes compare a digest of the plan
 before any data moves. The privacy unit is one matched row (one user: one impression row of
 the publisher, one conversion row of the advertiser). Each user sits in exactly one campaign
-and one group, so the cells (campaign × group) compose in parallel; the kinds of aggregate
+and one group, so the cells (campaign x group) compose in parallel; the kinds of aggregate
 (users, conversions, value, value²) compose sequentially and split (ε, δ) evenly.
 """
 
