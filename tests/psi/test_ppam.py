@@ -69,7 +69,7 @@ def _mpc(plan: MeasurePlan, names: tuple[str, ...], s0: np.ndarray, s1: np.ndarr
                         reveal, timeout_s=60, connect_timeout_s=30)  # type: ignore[arg-type]
         try:
             out[rank] = run_engine(default_mpc_python(), job, shares)
-        except Exception as exc:  # noqa: BLE001 - handed to the test
+        except Exception as exc:  # handed to the test
             out[rank] = exc
 
     threads = [threading.Thread(target=party, args=(r, s)) for r, s in ((0, s0), (1, s1))]
@@ -130,7 +130,7 @@ def test_spec_noise_formula_example() -> None:
                          [(1, 1.0, 1e-5), (1, 0.25, 2.5e-7), (500, 0.25, 2.5e-7),
                           (250_000, 2.0, 1e-6), (7, 0.5, 1e-6)])
 def test_formula_cross_checked_by_pld(sensitivity: int, epsilon: float, delta: float) -> None:
-    """The spec's coin count meets (eps, delta) under dp-accounting's exact PLD, lattice included."""
+    """The spec's coin count meets (eps, delta) under dp-accounting's PLD, lattice included."""
     spec = noise_spec(sensitivity, epsilon, delta)
     assert spec.units * spec.quantum >= sensitivity  # rounding never shrinks the sensitivity
     assert spec.units <= 9
@@ -179,7 +179,7 @@ def test_missing_engine_is_a_clear_error(tmp_path: Path) -> None:
     from veil.psi.errors import MpcError
 
     job = WorkerJob(0, ("127.0.0.1:1", "127.0.0.1:2"), {}, 1, ("a",), "both")
-    with pytest.raises(MpcError, match="setup.sh"):
+    with pytest.raises(MpcError, match=r"setup\.sh"):
         run_engine(tmp_path / "nope" / "python", job, np.zeros((1, 1), np.uint64))
 
 
@@ -250,7 +250,7 @@ def test_noise_distribution_is_the_centred_binomial() -> None:
     s0, s1 = _split(rows, seed=10)
     plan = MeasurePlan(COLS, window=30, cap=500, metrics=("conversions",), epsilon=0.5,
                        delta=1e-6, campaigns=campaigns)
-    a, b = _mpc(plan, NAMES, s0, s1)
+    a, _ = _mpc(plan, NAMES, s0, s1)
     assert isinstance(a, EngineResult), a
     noise = np.array(a.values, dtype=float)
     spec = plan.aggregates()[0].noise
