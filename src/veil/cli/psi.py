@@ -165,7 +165,7 @@ def _explain(sizes: tuple[int, ...], tau: int, ids: list[str],
     if share_names:
         lines.append(
             "the shares include the dummy matches: sum a feature only over rows whose zero "
-            "column is non-zero (veil psi reveal does this)")
+            "column is non-zero (veil psi measure --real does this)")
     return lines
 
 
@@ -281,6 +281,10 @@ def measure(
         typer.echo(f"report written to {output}")
 
 
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
 def _measure_table(result: object) -> list[str]:
     """The report as a fixed-width table: each figure with its ~95% interval."""
     from veil.psi.ppam.measure import MeasureReport
@@ -297,6 +301,6 @@ def _measure_table(result: object) -> list[str]:
             if est is None:
                 lines.append(f"{camp:<10} {name:<30} {'n/a':>14}  (too few users after noise)")
             else:
-                lines.append(f"{camp:<10} {name:<30} {est.value:>14.4g}  "
-                             f"[{est.low:.4g}, {est.high:.4g}]")
+                lines.append(f"{camp:<10} {name:<30} {_num(est.value):>14}  "
+                             f"[{_num(est.low)}, {_num(est.high)}]")
     return lines
