@@ -17,7 +17,13 @@ import pytest
 from veil.psi.budget import MeasurementBudget
 from veil.psi.errors import BudgetExceeded, InputError, ParameterMismatch
 from veil.psi.local import run_local
-from veil.psi.ppam.engine import EngineResult, WorkerJob, default_mpc_python, run_engine
+from veil.psi.ppam.engine import (
+    EngineResult,
+    LinkTls,
+    WorkerJob,
+    default_mpc_python,
+    run_engine,
+)
 from veil.psi.ppam.measure import (
     ShareTable,
     check_table,
@@ -58,6 +64,7 @@ def _split(values: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def _mpc(plan: MeasurePlan, names: tuple[str, ...], s0: np.ndarray, s1: np.ndarray,
          plans: tuple[MeasurePlan, MeasurePlan] | None = None,
+         tls: tuple[LinkTls, LinkTls] | None = None, connect_timeout_s: float = 30,
          ) -> tuple[EngineResult | Exception, EngineResult | Exception]:
     addresses = _ports()
     out: dict[int, EngineResult | Exception] = {}
@@ -66,7 +73,8 @@ def _mpc(plan: MeasurePlan, names: tuple[str, ...], s0: np.ndarray, s1: np.ndarr
         p = plans[rank] if plans else plan
         reveal = {"both": "both", "publisher": 0, "advertiser": 1}[p.reveal_to]
         job = WorkerJob(rank, addresses, p.to_worker(), shares.shape[0], names,  # type: ignore[arg-type]
-                        reveal, timeout_s=60, connect_timeout_s=30)  # type: ignore[arg-type]
+                        reveal, timeout_s=60, connect_timeout_s=connect_timeout_s,  # type: ignore[arg-type]
+                        tls=tls[rank] if tls else None)
         try:
             out[rank] = run_engine(default_mpc_python(), job, shares)
         except Exception as exc:  # handed to the test
@@ -167,7 +175,7 @@ def test_dummies_without_zero_column_refused_before_anything_is_charged(tmp_path
     budget = MeasurementBudget(tmp_path / "m.json")
     with pytest.raises(InputError, match="dummy rows"):
         measure("publisher", table, plan, listen="127.0.0.1:1", peer="127.0.0.1:2",
-                peer_fingerprint="fp", dataset="ds", budget=budget, budget_limit=5.0)
+                peer_fingerprint="fp", dataset="ds", budget=budget, budget_limit=5.0, tls=None)
     assert budget.spent("fp", "ds") == 0.0
     with pytest.raises(InputError, match="not in the share file"):
         check_table(MeasurePlan(ShareColumns("sender:nope", "receiver:t1"), window=5, cap=10,
@@ -276,6 +284,27 @@ def test_result_to_one_party_and_plan_mismatch() -> None:
                         campaigns=(1,))
     a2, b2 = _mpc(plan, NAMES, s0, s1, plans=(plan, other))
     assert isinstance(a2, ParameterMismatch) and isinstance(b2, ParameterMismatch)
+
+
+def test_link_is_pinned_to_the_psi_certificates(tmp_path: Path) -> None:
+    """The SPU link runs over mutual TLS with the PSI certificates; an impostor gets nothing."""
+    from veil.psi.errors import MpcError
+    from veil.psi.transport import generate_identity
+
+    ids = {n: generate_identity(tmp_path / n, n)[0] for n in ("pub", "adv", "mallory")}
+    rows = _random_rows(40, seed=1)
+    s0, s1 = _split(rows, seed=2)
+    plan = MeasurePlan(COLS, window=30, cap=500, metrics=("conversions",), epsilon=2.0,
+                       campaigns=(1,), exact=True)
+    good = (LinkTls(ids["pub"].cert, ids["pub"].key, ids["adv"].cert),
+            LinkTls(ids["adv"].cert, ids["adv"].key, ids["pub"].cert))
+    a, b = _mpc(plan, NAMES, s0, s1, tls=good)
+    assert isinstance(a, EngineResult) and isinstance(b, EngineResult), (a, b)
+    plain = plain_aggregates(plan, NAMES, rows)
+    assert list(a.values or ()) == [plain[g.name] for g in plan.aggregates()]
+    impostor = (good[0], LinkTls(ids["mallory"].cert, ids["mallory"].key, ids["pub"].cert))
+    a, b = _mpc(plan, NAMES, s0, s1, tls=impostor, connect_timeout_s=3)
+    assert isinstance(a, MpcError) and isinstance(b, MpcError), (a, b)
 
 
 def test_share_file_round_trip(tmp_path: Path) -> None:

@@ -76,11 +76,13 @@ def test_two_terminals_measure(tmp_path: Path) -> None:
     pub = subprocess.Popen(
         [*VEIL, *measure, "--role", "publisher", "--shares", str(tmp_path / "p.csv"),
          "--listen", links[0], "--peer", links[1], "--dataset", "impressions",
-         "--peer-cert", str(tmp_path / "adv/adv.crt"), "--output", str(tmp_path / "p.json")],
+         "--peer-cert", str(tmp_path / "adv/adv.crt"), "--output", str(tmp_path / "p.json"),
+         "--cert", str(tmp_path / "pub/pub.crt"), "--key", str(tmp_path / "pub/pub.key")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     adv = _veil([*measure, "--role", "advertiser", "--shares", str(tmp_path / "a.csv"),
                  "--listen", links[1], "--peer", links[0], "--dataset", "conversions",
                  "--peer-cert", str(tmp_path / "pub/pub.crt"),
+                 "--cert", str(tmp_path / "adv/adv.crt"), "--key", str(tmp_path / "adv/adv.key"),
                  "--output", str(tmp_path / "a.json")], env)
     p_out, p_err = pub.communicate(timeout=300)
     assert adv.returncode == 0, adv.stderr[-2000:]
@@ -93,6 +95,9 @@ def test_two_terminals_measure(tmp_path: Path) -> None:
     total = sum(p_rep["campaigns"][c]["conversions"]["value"] for c in ("1", "2"))
     sd = sum(p_rep["campaigns"][c]["conversions"]["sd"] for c in ("1", "2"))
     assert abs(total - conv) <= 6 * sd
+    value = sum(p_rep["campaigns"][c]["value"]["value"] for c in ("1", "2"))
+    value_sd = sum(p_rep["campaigns"][c]["value"]["sd"] for c in ("1", "2"))
+    assert abs(value - val) <= 6 * value_sd
     assert p_rep["epsilon"] == 1.0
     budget = json.loads((tmp_path / "home/psi/measure_budget.json").read_text())
     assert [e["epsilon"] for e in budget["entries"].values()] == [1.0, 1.0]

@@ -231,15 +231,18 @@ def measure(
                                  help="total epsilon allowed per peer and dataset"),
     dataset: str = typer.Option(..., "--dataset", help="budget key: the dataset measured"),
     peer_cert: Path = typer.Option(..., "--peer-cert",
-                                   help="the peer's certificate (its fingerprint keys the budget)"),
+                                   help="the peer's pinned certificate (keys the budget too)"),
+    cert: Path | None = typer.Option(None, "--cert", help="own certificate (default: keygen's)"),
+    key: Path | None = typer.Option(None, "--key", help="own key (default: keygen's)"),
     output: Path | None = typer.Option(None, "--output", help="write the report as JSON"),
     timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for the peer"),
 ) -> None:
     """Private ads measurement (PPAM) on the shares of a PSI run: only noisy totals are revealed."""
     import json
 
-    from veil.psi.budget import MeasurementBudget
+    from veil.psi.budget import MeasurementBudget, veil_home
     from veil.psi.errors import PsiError
+    from veil.psi.ppam.engine import LinkTls
     from veil.psi.ppam.measure import measure as run_measure
     from veil.psi.ppam.measure import read_share_table
     from veil.psi.ppam.plan import MeasurePlan, ShareColumns, parse_window
@@ -258,6 +261,8 @@ def measure(
     except ValueError:
         raise _fail("--campaigns must be whole numbers, e.g. 1,2,3") from None
     settings = Settings.from_env()
+    home = veil_home() / "psi"
+    tls = LinkTls(cert or home / "identity.crt", key or home / "identity.key", peer_cert)
     try:
         plan = MeasurePlan(
             ShareColumns(impression_time, conversion_time, value, campaign, group, real),
@@ -268,7 +273,7 @@ def measure(
         result = run_measure(
             role, table, plan, listen=listen, peer=peer, peer_fingerprint=peer_fp,  # type: ignore[arg-type]
             dataset=dataset, budget=MeasurementBudget(), budget_limit=budget,
-            mpc_python=settings.mpc_python, timeout_s=timeout,
+            tls=tls, mpc_python=settings.mpc_python, timeout_s=timeout,
             on_phase=lambda phase: typer.echo(f"mpc: {phase}", err=True))
     except PsiError as exc:
         raise _fail(str(exc)) from None

@@ -202,6 +202,16 @@ def run(job: dict[str, Any], shares_raw: bytes) -> dict[str, Any]:
     desc.connect_retry_times = max(1, int(float(job.get("connect_timeout_s", 120)) / 0.5))
     desc.connect_retry_interval_ms = 500
     desc.throttle_window_size = 0
+    tls = job.get("tls")
+    if tls:
+        # Mutual TLS pinned to the PSI certificates: each self-signed peer certificate is the
+        # only CA trusted, for our client (the peer's server) and our server (its client).
+        desc.enable_ssl = True
+        for opts in (desc.client_ssl_opts, desc.server_ssl_opts):
+            opts.cert.certificate_path = tls["cert"]
+            opts.cert.private_key_path = tls["key"]
+            opts.verify.ca_file_path = tls["peer_cert"]
+            opts.verify.verify_depth = 1
     _emit(event="phase", name="link")
     lctx = libspu.link.create_brpc(desc, rank)
     try:

@@ -22,7 +22,7 @@ import numpy as np
 
 from veil.psi.errors import InputError, MpcError, ParameterMismatch
 
-__all__ = ["EngineResult", "WorkerJob", "default_mpc_python", "run_engine"]
+__all__ = ["EngineResult", "LinkTls", "WorkerJob", "default_mpc_python", "run_engine"]
 
 WORKER = Path(__file__).with_name("_spu_worker.py")
 PROTOCOL_VERSION = 1
@@ -32,6 +32,15 @@ _MAX_EVENT = 1 << 20
 def default_mpc_python() -> Path:
     """`.venv-mpc/bin/python` of the checkout Veil runs from (where scripts/setup.sh puts it)."""
     return Path(__file__).resolve().parents[4] / ".venv-mpc" / "bin" / "python"
+
+
+@dataclass(frozen=True)
+class LinkTls:
+    """This party's certificate and key and the peer's pinned certificate (from veil psi keygen)."""
+
+    cert: Path
+    key: Path
+    peer_cert: Path
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,15 @@ class WorkerJob:
     reveal_to: Literal["both", 0, 1]
     timeout_s: float = 600.0
     connect_timeout_s: float = 120.0
+    tls: LinkTls | None = None
+    """None: a plain TCP link (in-process tests only; the CLI always pins certificates)."""
 
     def to_line(self) -> bytes:
+        tls = None if self.tls is None else {
+            "cert": str(self.tls.cert), "key": str(self.tls.key),
+            "peer_cert": str(self.tls.peer_cert)}
         return (json.dumps({
+            "tls": tls,
             "version": PROTOCOL_VERSION, "rank": self.rank, "addresses": list(self.addresses),
             "plan": self.plan, "rows": self.rows, "columns": list(self.columns),
             "reveal_to": self.reveal_to, "timeout_s": self.timeout_s,
@@ -72,6 +87,11 @@ def run_engine(python: Path, job: WorkerJob, shares: np.ndarray,
             ".venv-mpc with spu 0.9.5) or point VEIL_MPC_PYTHON at an interpreter with spu")
     if shares.dtype != np.uint64 or shares.shape != (job.rows, len(job.columns)):
         raise InputError("shares must be a (rows, columns) uint64 matrix")
+    if job.tls is not None:
+        for what, path in (("certificate", job.tls.cert), ("key", job.tls.key),
+                           ("peer certificate", job.tls.peer_cert)):
+            if not path.is_file():
+                raise InputError(f"the {what} file {path} does not exist")
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([str(python), str(WORKER)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=log)

@@ -18,7 +18,13 @@ import numpy as np
 
 from veil.psi.budget import MeasurementBudget
 from veil.psi.errors import InputError
-from veil.psi.ppam.engine import EngineResult, WorkerJob, default_mpc_python, run_engine
+from veil.psi.ppam.engine import (
+    EngineResult,
+    LinkTls,
+    WorkerJob,
+    default_mpc_python,
+    run_engine,
+)
 from veil.psi.ppam.plan import Aggregate, MeasurePlan
 
 __all__ = ["Estimate", "MeasureReport", "ShareTable", "measure", "plain_aggregates",
@@ -127,18 +133,23 @@ def measure(
     dataset: str,
     budget: MeasurementBudget,
     budget_limit: float,
+    tls: LinkTls | None,
     mpc_python: Path | None = None,
     timeout_s: float = 600.0,
     on_phase: Callable[[str], None] | None = None,
 ) -> MeasureReport:
-    """Charge (ε) to the measurement budget, run the MPC with the peer, return the report."""
+    """Charge (ε) to the measurement budget, run the MPC with the peer, return the report.
+
+    `tls` pins the MPC link to the PSI certificates (None only for in-process tests): the
+    budget is charged to `peer_fingerprint`, which must be that pinned certificate's.
+    """
     check_table(plan, table)
     rank: Literal[0, 1] = 0 if role == "publisher" else 1
     addresses = (listen, peer) if rank == 0 else (peer, listen)
     reveal_to: Literal["both", 0, 1] = (
         "both" if plan.reveal_to == "both" else (0 if plan.reveal_to == "publisher" else 1))
     job = WorkerJob(rank=rank, addresses=addresses, plan=plan.to_worker(), rows=table.rows,
-                    columns=table.names, reveal_to=reveal_to, timeout_s=timeout_s)
+                    columns=table.names, reveal_to=reveal_to, timeout_s=timeout_s, tls=tls)
     if not plan.exact:
         budget.charge(peer_fingerprint, dataset, plan.epsilon, budget_limit)
     result = run_engine(mpc_python or default_mpc_python(), job, table.shares, on_phase)
