@@ -183,12 +183,16 @@ def test_dummies_without_zero_column_refused_before_anything_is_charged(tmp_path
                     ShareTable(NAMES, np.zeros((3, 6), np.uint64)))
 
 
-def test_missing_engine_is_a_clear_error(tmp_path: Path) -> None:
+def test_missing_or_broken_engine_is_a_clear_error(tmp_path: Path) -> None:
     from veil.psi.errors import MpcError
 
     job = WorkerJob(0, ("127.0.0.1:1", "127.0.0.1:2"), {}, 1, ("a",), "both")
     with pytest.raises(MpcError, match=r"setup\.sh"):
         run_engine(tmp_path / "nope" / "python", job, np.zeros((1, 1), np.uint64))
+    with pytest.raises(MpcError, match="without a result"):
+        run_engine(Path("/bin/false"), job, np.zeros((1, 1), np.uint64))
+    with pytest.raises(InputError):
+        run_engine(default_mpc_python(), job, np.zeros((2, 1), np.uint64))
 
 
 # --- real 2PC (two SPU processes on loopback) ----------------------------------------------
@@ -305,6 +309,7 @@ def test_link_is_pinned_to_the_psi_certificates(tmp_path: Path) -> None:
     impostor = (good[0], LinkTls(ids["mallory"].cert, ids["mallory"].key, ids["pub"].cert))
     a, b = _mpc(plan, NAMES, s0, s1, tls=impostor, connect_timeout_s=3)
     assert isinstance(a, MpcError) and isinstance(b, MpcError), (a, b)
+    assert "could not link" in str(a) and "stacktrace" not in str(a)
 
 
 def test_share_file_round_trip(tmp_path: Path) -> None:

@@ -213,7 +213,13 @@ def run(job: dict[str, Any], shares_raw: bytes) -> dict[str, Any]:
             opts.verify.ca_file_path = tls["peer_cert"]
             opts.verify.verify_depth = 1
     _emit(event="phase", name="link")
-    lctx = libspu.link.create_brpc(desc, rank)
+    try:
+        lctx = libspu.link.create_brpc(desc, rank)
+    except RuntimeError:
+        raise WorkerError(
+            "link", f"could not link with the peer at {job['addresses'][1 - rank]}: it is not "
+            "running, or the TLS handshake failed (wrong --peer-cert, or the peer does not pin "
+            "our certificate)") from None
     try:
         # Both sides must run the same computation on the same rows: compare a digest of the
         # plan, the column names and the row count before any data moves.
@@ -281,6 +287,12 @@ def run(job: dict[str, Any], shares_raw: bytes) -> dict[str, Any]:
         lctx.stop_link()
 
 
+def _short(exc: BaseException) -> str:
+    """SPU's errors carry a C++ stack trace after the reason: keep the reason only."""
+    text = str(exc).split("stacktrace:")[0].replace("what:", "").strip()
+    return " ".join(text.split())[:300]
+
+
 def main() -> int:
     global _events
     _events = os.fdopen(os.dup(1), "w")
@@ -304,7 +316,7 @@ def main() -> int:
         _emit(event="error", kind=exc.kind, message=str(exc))
         return 2
     except Exception as exc:  # the parent needs a reason, not a traceback
-        _emit(event="error", kind="engine", message=f"{type(exc).__name__}: {exc}"[:500])
+        _emit(event="error", kind="engine", message=f"{type(exc).__name__}: {_short(exc)}")
         return 3
 
 
