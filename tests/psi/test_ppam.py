@@ -35,6 +35,7 @@ from veil.psi.ppam.measure import (
 from veil.psi.ppam.noise import coins_for, noise_spec, pld_delta
 from veil.psi.ppam.plan import MeasurePlan, ShareColumns, parse_window
 from veil.psi.session import PartyData, PsiConfig, PsiParty
+from veil.psi.transport import Identity
 
 from ._support import seeded_random
 
@@ -290,12 +291,15 @@ def test_result_to_one_party_and_plan_mismatch() -> None:
     assert isinstance(a2, ParameterMismatch) and isinstance(b2, ParameterMismatch)
 
 
-def test_link_is_pinned_to_the_psi_certificates(tmp_path: Path) -> None:
-    """The SPU link runs over mutual TLS with the PSI certificates; an impostor gets nothing."""
-    from veil.psi.errors import MpcError
+def _identities(tmp_path: Path) -> dict[str, Identity]:
     from veil.psi.transport import generate_identity
 
-    ids = {n: generate_identity(tmp_path / n, n)[0] for n in ("pub", "adv", "mallory")}
+    return {n: generate_identity(tmp_path / n, n)[0] for n in ("pub", "adv", "mallory")}
+
+
+def test_link_runs_over_pinned_tls(tmp_path: Path) -> None:
+    """The SPU link runs over mutual TLS with the PSI certificates."""
+    ids = _identities(tmp_path)
     rows = _random_rows(40, seed=1)
     s0, s1 = _split(rows, seed=2)
     plan = MeasurePlan(COLS, window=30, cap=500, metrics=("conversions",), epsilon=2.0,
@@ -306,7 +310,20 @@ def test_link_is_pinned_to_the_psi_certificates(tmp_path: Path) -> None:
     assert isinstance(a, EngineResult) and isinstance(b, EngineResult), (a, b)
     plain = plain_aggregates(plan, NAMES, rows)
     assert list(a.values or ()) == [plain[g.name] for g in plan.aggregates()]
-    impostor = (good[0], LinkTls(ids["mallory"].cert, ids["mallory"].key, ids["pub"].cert))
+
+
+@pytest.mark.slow
+def test_impostor_cannot_link(tmp_path: Path) -> None:
+    """A peer without the pinned certificate gets no link, so no shares (about a minute)."""
+    from veil.psi.errors import MpcError
+
+    ids = _identities(tmp_path)
+    rows = _random_rows(40, seed=1)
+    s0, s1 = _split(rows, seed=2)
+    plan = MeasurePlan(COLS, window=30, cap=500, metrics=("conversions",), epsilon=2.0,
+                       campaigns=(1,), exact=True)
+    impostor = (LinkTls(ids["pub"].cert, ids["pub"].key, ids["adv"].cert),
+                LinkTls(ids["mallory"].cert, ids["mallory"].key, ids["pub"].cert))
     a, b = _mpc(plan, NAMES, s0, s1, tls=impostor, connect_timeout_s=3)
     assert isinstance(a, MpcError) and isinstance(b, MpcError), (a, b)
     assert "could not link" in str(a) and "stacktrace" not in str(a)
