@@ -49,4 +49,15 @@ if [ "$(cat "$OUT/sources.sha256" 2>/dev/null)" != "$(sources_digest)" ]; then
      && PATH="$PWD/node_modules/.bin:$PATH" ../.venv/bin/jupyter-builder build .)
   sources_digest > "$OUT/sources.sha256"
 fi
+# The MPC engine of `veil psi measure` (SecretFlow SPU, Cheetah 2PC) needs numpy < 2 and
+# jax <= 0.4.34, so it lives in its own environment; Veil starts it as a subprocess.
+if [ ! -x .venv-mpc/bin/python ]; then
+  echo "setup: creating .venv-mpc (SPU for veil psi measure)"
+  "$PYTHON" -m venv .venv-mpc
+fi
+if ! .venv-mpc/bin/python -c "import spu" 2>/dev/null; then
+  echo "setup: installing spu into .venv-mpc"
+  .venv-mpc/bin/python -m pip install -q --upgrade pip
+  .venv-mpc/bin/python -m pip install -q "spu==0.9.5" "numpy>=1.24,<2" "jax>=0.4.30,<=0.4.34"
+fi
 echo "setup: done. Try: .venv/bin/veil demo"

@@ -36,6 +36,9 @@ class Settings:
     sandbox_memory_bytes: int | None = None
     sandbox_max_processes: int | None = None
     sandbox_output_bytes: int | None = None
+    # Python of the MPC engine's environment (spu) for `veil psi measure`; None: the
+    # checkout's .venv-mpc (scripts/setup.sh creates it).
+    mpc_python: Path | None = None
 
     def __post_init__(self) -> None:
         for name in _SANDBOX_KNOBS:
@@ -82,6 +85,8 @@ class Settings:
                     values[name] = int(raw)
                 except ValueError:
                     raise ValueError(f"VEIL_{name.upper()} must be an integer") from None
+        if env.get("VEIL_MPC_PYTHON"):
+            values["mpc_python"] = Path(env["VEIL_MPC_PYTHON"])
         if env.get("VEIL_INSECURE_DEV") == "1":
             values["insecure_dev"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -79,7 +79,8 @@ def test_two_terminals_and_reveal(setup: dict) -> None:
     assert receiver.returncode == 0, receiver.stderr
     assert "round sizes:" in s_out and "round sizes:" in receiver.stdout
     tmp: Path = setup["tmp"]  # type: ignore[assignment]
-    out = _veil(["psi", "reveal", str(tmp / "a.csv"), str(tmp / "b.csv")], setup["env"])  # type: ignore[arg-type]
+    out = _veil(["psi", "reveal", "--i-understand-row-level-reveal",  # type: ignore[arg-type]
+                 str(tmp / "a.csv"), str(tmp / "b.csv")], setup["env"])
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines())
     # ann (email), carl~zed (phone, round 2), dora (phone, round 2) are real matches.
@@ -103,7 +104,8 @@ def test_features_on_one_side_and_explained_output(setup: dict) -> None:
         assert "intersection size (estimate):" in out and "95% interval" in out
         assert "round 2:" in out and "dummy matches (tau/2)" in out
     tmp: Path = setup["tmp"]  # type: ignore[assignment]
-    out = _veil(["psi", "reveal", str(tmp / "a.csv"), str(tmp / "b.csv")], setup["env"])  # type: ignore[arg-type]
+    out = _veil(["psi", "reveal", "--i-understand-row-level-reveal",  # type: ignore[arg-type]
+                 str(tmp / "a.csv"), str(tmp / "b.csv")], setup["env"])
     assert out.returncode == 1
     assert "sums refused" in out.stderr and "--zero-column" in out.stderr
     assert "sum receiver:spend" not in out.stdout

@@ -1,4 +1,4 @@
-"""`veil psi ...`: DPCA-PSI from the command line (keygen, run, reveal, tau, audit)."""
+"""`veil psi ...`: DPCA-PSI from the command line (keygen, run, measure, reveal, tau, audit)."""
 
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def _explain(sizes: tuple[int, ...], tau: int, ids: list[str],
     if share_names:
         lines.append(
             "the shares include the dummy matches: sum a feature only over rows whose zero "
-            "column is non-zero (veil psi reveal does this)")
+            "column is non-zero (veil psi measure --real does this)")
     return lines
 
 
@@ -175,11 +175,21 @@ def _explain(sizes: tuple[int, ...], tau: int, ids: list[str],
 def reveal(
     a: Path = typer.Argument(..., help="one party's share CSV"),
     b: Path = typer.Argument(..., help="the other party's share CSV"),
+    row_level: bool = typer.Option(
+        False, "--i-understand-row-level-reveal",
+        help="required: whoever holds both share files learns every matched row's values"),
 ) -> None:
-    """Reconstruct two share files and print the intersection statistics."""
+    """Reconstruct two share files in the clear (row level; prefer veil psi measure)."""
     from veil.psi.errors import PsiError
     from veil.psi.inputs import reveal as reveal_shares
 
+    if not row_level:
+        raise _fail(
+            "veil psi reveal rebuilds every matched row's values in the clear, which defeats "
+            "the point of the shares; use veil psi measure for noisy totals, or pass "
+            "--i-understand-row-level-reveal")
+    typer.secho("ROW-LEVEL REVEAL: every matched row's values are rebuilt in the clear "
+                "(no DP on the sums)", err=True, fg=typer.colors.YELLOW, bold=True)
     try:
         revealed = reveal_shares(a, b)
     except PsiError as exc:
@@ -193,3 +203,111 @@ def reveal(
         typer.echo(f"real rows ({where}): {revealed.real_rows}")
     for name, total in revealed.sums.items():
         typer.echo(f"sum {name}: {total}")
+
+
+@app.command()
+def measure(
+    role: str = typer.Option(..., "--role", help="publisher (impressions) or advertiser"),
+    shares: Path = typer.Option(..., "--shares", help="this party's share CSV from veil psi run"),
+    listen: str = typer.Option(..., "--listen", help="HOST:PORT of this party's MPC link"),
+    peer: str = typer.Option(..., "--peer", help="HOST:PORT of the peer's MPC link"),
+    impression_time: str = typer.Option(..., "--impression-time",
+                                        help="share column of t0, e.g. sender:t0"),
+    conversion_time: str = typer.Option(..., "--conversion-time",
+                                        help="share column of t1, e.g. receiver:t1"),
+    value: str | None = typer.Option(None, "--value", help="share column of the value"),
+    campaign: str | None = typer.Option(None, "--campaign", help="share column of campaign id"),
+    group: str | None = typer.Option(None, "--group", help="share column: non-zero = test"),
+    real: str | None = typer.Option(None, "--real",
+                                    help="zero column (non-zero on real rows), needed with DP"),
+    campaigns: str | None = typer.Option(None, "--campaigns", help="public list, e.g. 1,2,3"),
+    window: str = typer.Option("7d", "--window", help="attribution window: 0 < t1 - t0 <= it"),
+    time_unit: float = typer.Option(1.0, "--time-unit", help="seconds per time unit of t0/t1"),
+    metrics: str = typer.Option("conversions,value", "--metrics",
+                                help="conversions,value,lift"),
+    cap: int = typer.Option(..., "--cap", help="values are clipped to [0, cap] inside the MPC"),
+    epsilon: float = typer.Option(..., "--epsilon", help="total epsilon of this measurement"),
+    delta: float = typer.Option(1e-6, "--delta"),
+    reveal_to: str = typer.Option("both", "--reveal-to", help="both, publisher or advertiser"),
+    budget: float = typer.Option(10.0, "--budget",
+                                 help="total epsilon allowed per peer and dataset"),
+    dataset: str = typer.Option(..., "--dataset", help="budget key: the dataset measured"),
+    peer_cert: Path = typer.Option(..., "--peer-cert",
+                                   help="the peer's pinned certificate (keys the budget too)"),
+    cert: Path | None = typer.Option(None, "--cert", help="own certificate (default: keygen's)"),
+    key: Path | None = typer.Option(None, "--key", help="own key (default: keygen's)"),
+    output: Path | None = typer.Option(None, "--output", help="write the report as JSON"),
+    timeout: float = typer.Option(600.0, "--timeout", help="seconds to wait for the peer"),
+) -> None:
+    """Private ads measurement (PPAM) on the shares of a PSI run: only noisy totals are revealed."""
+    import json
+
+    from veil.psi.budget import MeasurementBudget, veil_home
+    from veil.psi.errors import PsiError
+    from veil.psi.ppam.engine import LinkTls
+    from veil.psi.ppam.measure import measure as run_measure
+    from veil.psi.ppam.measure import read_share_table
+    from veil.psi.ppam.plan import MeasurePlan, ShareColumns, parse_window
+    from veil.psi.transport import fingerprint
+    from veil.settings import Settings
+
+    if role not in ("publisher", "advertiser"):
+        raise _fail("--role must be publisher or advertiser")
+    _hostport(listen), _hostport(peer)
+    try:
+        peer_fp = fingerprint(peer_cert.read_bytes())
+    except OSError as exc:
+        raise _fail(f"cannot read --peer-cert {peer_cert}: {exc.strerror}") from None
+    try:
+        camp = tuple(int(c) for c in _split(campaigns))
+    except ValueError:
+        raise _fail("--campaigns must be whole numbers, e.g. 1,2,3") from None
+    settings = Settings.from_env()
+    home = veil_home() / "psi"
+    tls = LinkTls(cert or home / "identity.crt", key or home / "identity.key", peer_cert)
+    try:
+        plan = MeasurePlan(
+            ShareColumns(impression_time, conversion_time, value, campaign, group, real),
+            window=parse_window(window, time_unit_s=time_unit), cap=cap,
+            metrics=tuple(_split(metrics)), epsilon=epsilon, delta=delta, campaigns=camp,
+            reveal_to=reveal_to)  # type: ignore[arg-type]
+        table = read_share_table(shares)
+        result = run_measure(
+            role, table, plan, listen=listen, peer=peer, peer_fingerprint=peer_fp,  # type: ignore[arg-type]
+            dataset=dataset, budget=MeasurementBudget(), budget_limit=budget,
+            tls=tls, mpc_python=settings.mpc_python, timeout_s=timeout,
+            on_phase=lambda phase: typer.echo(f"mpc: {phase}", err=True))
+    except PsiError as exc:
+        raise _fail(str(exc)) from None
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result.to_json(), indent=1, sort_keys=True) + "\n")
+    for line in _measure_table(result):
+        typer.echo(line)
+    if output is not None:
+        typer.echo(f"report written to {output}")
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
+def _measure_table(result: object) -> list[str]:
+    """The report as a fixed-width table: each figure with its ~95% interval."""
+    from veil.psi.ppam.measure import MeasureReport
+
+    assert isinstance(result, MeasureReport)
+    head = (f"PPAM ({result.role}): epsilon {result.epsilon:g}, delta {result.delta:g}, "
+            f"window {result.window} time units, values clipped to {result.cap}; "
+            "every figure carries MPC-DualDP noise")
+    if not result.told:
+        return [head, "the result is revealed to the other party only (--reveal-to)"]
+    lines = [head, f"{'campaign':<10} {'metric':<30} {'noisy value':>14}  95% interval"]
+    for camp, figures in result.campaigns.items():
+        for name, est in figures.items():
+            if est is None:
+                lines.append(f"{camp:<10} {name:<30} {'n/a':>14}  (too few users after noise)")
+            else:
+                lines.append(f"{camp:<10} {name:<30} {_num(est.value):>14}  "
+                             f"[{_num(est.low)}, {_num(est.high)}]")
+    return lines

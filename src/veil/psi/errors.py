@@ -15,6 +15,7 @@ our input or policy, our own bug, the peer, or the wire. The whole tree, under o
     │   ├── PeerAborted          the peer stopped the run and sent an Abort with its reason
     │   └── MalformedPaillierData  invalid Paillier key or ciphertexts (also a PaillierError)
     ├── PaillierError            veil.psi.paillier: PlaintextRangeError, KeyMismatchError, …
+    ├── MpcError                 the PPAM MPC engine (SPU, its own process) failed or is missing
     └── TransportError           the connection failed (timeout, TLS error)
         ├── PeerDisconnected     the peer went away before the protocol finished
         ├── AuthenticationError  the peer did not present the pinned certificate
@@ -74,6 +75,10 @@ class PeerAborted(ProtocolError):
 
 class BudgetExceeded(PsiError):
     """Running would exceed the query budget T for this counterparty and dataset."""
+
+
+class MpcError(PsiError):
+    """The MPC engine of `veil psi measure` (an SPU process per party) failed or is missing."""
 
 
 class TransportError(PsiError):

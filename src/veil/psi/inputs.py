@@ -208,35 +208,38 @@ class Revealed:
     refused: str | None = None
 
 
+def load_share_file(p: Path) -> tuple[int | None, list[str], list[str], list[list[int]]]:
+    """One party's share CSV: (tau or None if unrecorded, zero columns, header, rows)."""
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read {p}: {exc.strerror}") from None
+    tau: int | None = None
+    zeros: list[str] = []
+    if lines and lines[0].startswith("#"):
+        meta = dict(part.strip().partition("=")[::2] for part in lines.pop(0).split(";")[1:])
+        try:
+            tau = int(meta.get("tau", ""))
+        except ValueError:
+            raise InputError(f"{p.name} has a malformed header line") from None
+        zeros = [z for z in meta.get("zero_column", "").split("|") if z]
+    if not lines:
+        raise InputError(f"{p.name} is empty")
+    header = lines[0].split(",") if lines[0] else []
+    try:
+        rows = [[int(x) for x in line.split(",")] if line else [] for line in lines[1:]]
+    except ValueError:
+        raise InputError(f"{p.name} is not a share file") from None
+    if any(len(r) != len(header) or any(not 0 <= x < 2**64 for x in r) for r in rows):
+        raise InputError(f"{p.name} is not a share file")
+    if any(z not in header for z in zeros):
+        raise InputError(f"{p.name} declares a zero column it does not have")
+    return tau, zeros, header, rows
+
+
 def reveal(a: Path, b: Path) -> Revealed:
     """Reconstruct two parties' share files: sizes and the sum of each feature."""
-    def load(p: Path) -> tuple[int | None, list[str], list[str], list[list[int]]]:
-        try:
-            lines = p.read_text().splitlines()
-        except OSError as exc:
-            raise InputError(f"cannot read {p}: {exc.strerror}") from None
-        tau: int | None = None
-        zeros: list[str] = []
-        if lines and lines[0].startswith("#"):
-            meta = dict(part.strip().partition("=")[::2] for part in lines.pop(0).split(";")[1:])
-            try:
-                tau = int(meta.get("tau", ""))
-            except ValueError:
-                raise InputError(f"{p.name} has a malformed header line") from None
-            zeros = [z for z in meta.get("zero_column", "").split("|") if z]
-        if not lines:
-            raise InputError(f"{p.name} is empty")
-        header = lines[0].split(",") if lines[0] else []
-        try:
-            rows = [[int(x) for x in line.split(",")] if line else [] for line in lines[1:]]
-        except ValueError:
-            raise InputError(f"{p.name} is not a share file") from None
-        if any(len(r) != len(header) or any(not 0 <= x < 2**64 for x in r) for r in rows):
-            raise InputError(f"{p.name} is not a share file")
-        if any(z not in header for z in zeros):
-            raise InputError(f"{p.name} declares a zero column it does not have")
-        return tau, zeros, header, rows
-
+    load = load_share_file
     ta, za, ha, ra = load(a)
     tb, zb, hb, rb = load(b)
     if ha != hb or len(ra) != len(rb) or (ta is not None and tb is not None and ta != tb):
