@@ -53,6 +53,7 @@ class _Prepared:
     index: InputIndex
     public_rules: dict[str, dict[str, Any]]
     pinned: dict[str, str]  # output name -> plan digest fixed in the approved bundle
+    declared: tuple[str, ...]  # the output names the providers approved with the digest
 
 
 @dataclass
@@ -224,7 +225,7 @@ class Worker:
                                  inputs_dir=inputs_dir, outputs_dir=outputs_dir,
                                  limits=limits, env={ENV_JOB_ID: job_id},
                                  public_names=columns)
-        return _Prepared(request, rules, launch, index, public_rules, pinned)
+        return _Prepared(request, rules, launch, index, public_rules, pinned, bundle.outputs)
 
     def _release(self, job_id: str, outputs_dir: Path, prepared: _Prepared,
                  report: ExecutorReport, result: dict[str, object],
@@ -234,7 +235,7 @@ class Worker:
                                  max_output_bytes=self.limits.output_bytes,
                                  executed=report.executed, failed=report.failed,
                                  pinned=prepared.pinned, models=report.models,
-                                 attested=final.digests)
+                                 attested=final.digests, declared=prepared.declared)
         except ManifestError as exc:
             self._fail(job_id, f"outputs rejected: {exc}", result)
             return
