@@ -3,9 +3,9 @@
 The digest is SHA-256 over the canonical JSON of {format, runtime, entrypoint,
 files (path, sha256, size), inputs, outputs}; inputs and outputs are sets, kept sorted, so
 the order of `-i`/`--output` on a command line does not change what providers approve.
-Notebooks are normalised first (only cell types and sources are kept), so re-running a notebook or clearing its outputs
-does not change what was approved, while any code change does. Anyone can
-recompute the digest locally with `veil job digest`.
+Notebooks are normalised first (only cell types and sources are kept), so re-running a
+notebook or clearing its outputs does not change what was approved, while any code change
+does. Anyone can recompute the digest locally with `veil job digest`.
 """
 
 from __future__ import annotations
