@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -119,12 +120,23 @@ class Client:
         return self._json("GET", f"/jobs/{job_id}")
 
     def wait(self, job_id: str, states: Iterable[str], *, timeout_s: float = 600.0,
-             poll_s: float = 0.2) -> dict[str, Any]:
-        """Poll a job until it reaches one of `states`; TimeoutError after `timeout_s`."""
+             poll_s: float = 0.2,
+             on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll a job until it reaches one of `states`; TimeoutError after `timeout_s`.
+
+        ``on_update`` sees the job each time its state, approvals or outputs change (progress
+        for ``veil job wait`` and the JupyterLab jobs panel).
+        """
         wanted = set(states)
         deadline = time.monotonic() + timeout_s
+        seen: object = None
         while True:
             job = self.job(job_id)
+            mark = (job["state"], len(job["approvals"]), len(job["transitions"]),
+                    tuple(o["status"] for o in job["outputs"]))
+            if on_update is not None and mark != seen:
+                on_update(job)
+            seen = mark
             if job["state"] in wanted:
                 return job
             if time.monotonic() > deadline:
@@ -133,6 +145,61 @@ class Client:
 
     def bundle_file(self, job_id: str, name: str) -> bytes:
         return self._call("GET", f"/jobs/{job_id}/bundle/{name}").content
+
+    def bundle(self, job_id: str) -> dict[str, Any]:
+        """The measured bundle document: digest, runtime, entrypoint, inputs, outputs, files."""
+        return self._json("GET", f"/jobs/{job_id}/bundle")
+
+    def download_bundle(self, job_id: str, directory: Path) -> list[Path]:
+        """Write the bundle's files into ``directory``, each checked against its measured hash."""
+        info = self.bundle(job_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for entry in info["files"]:
+            data = self.bundle_file(job_id, entry["path"])
+            _check_hash(data, entry["sha256"], f"bundle file {entry['path']}")
+            written.append(_write(directory, entry["path"], data))
+        return written
+
+    def attestation(self, job_id: str) -> dict[str, Any]:
+        """The job's final token and the output manifest it binds."""
+        return self._json("GET", f"/jobs/{job_id}/attestation")
+
+    def jwks(self) -> dict[str, Any]:
+        """The verifier's public keys (verify tokens against a copy you trust)."""
+        response = self._http.get("/.well-known/jwks.json")
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.text)
+        return dict(response.json())
+
+    def download_all(self, job_id: str, directory: Path) -> list[Path]:
+        """Every released output, plus ``manifest.json``, ``token.jwt`` and ``attestation.json``.
+
+        Output files take the names the attested manifest gives them, so
+        ``veil attest verify token.jwt --outputs DIR`` checks the folder as it is; outputs that
+        were not released (rejected, refused) are absent and reported as such.
+        """
+        job = self.job(job_id)
+        proof = self.attestation(job_id)
+        files = {e["name"]: e["file"] for e in proof["manifest"].get("outputs", [])}
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for output in job["outputs"]:
+            if output["status"] != "released":
+                continue
+            data = self.output(job_id, output["name"])
+            _check_hash(data, output["sha256"], f"output {output['name']}")
+            written.append(_write(directory, files.get(output["name"], output["name"]), data))
+        written.append(_write(directory, "manifest.json",
+                              json.dumps(proof["manifest"], indent=2).encode()))
+        written.append(_write(directory, "token.jwt", proof["token"].encode() + b"\n"))
+        summary = {"job": job_id, "digest": job["digest"], "backend": job["backend"],
+                   "insecure": job["insecure"], "jwks_uri": proof["jwks_uri"],
+                   "attestation": (job.get("result") or {}).get("attestation"),
+                   "outputs": {o["name"]: o["status"] for o in job["outputs"]}}
+        written.append(_write(directory, "attestation.json",
+                              json.dumps(summary, indent=2).encode()))
+        return written
 
     def approve(self, job_id: str, digest: str) -> dict[str, Any]:
         return self._json("POST", f"/jobs/{job_id}/approve", json={"digest": digest})
@@ -150,6 +217,20 @@ class Client:
 
     def output(self, job_id: str, name: str) -> bytes:
         return self._call("GET", f"/jobs/{job_id}/outputs/{name}").content
+
+
+def _check_hash(data: bytes, expected: str, what: str) -> None:
+    if hashlib.sha256(data).hexdigest() != expected.removeprefix("sha256:"):
+        raise ApiError(502, f"{what} does not match its measured sha256")
+
+
+def _write(directory: Path, name: str, data: bytes) -> Path:
+    """Write one file under ``directory``; a name from the server never escapes it."""
+    target = (directory / name).resolve()
+    if target.parent != directory.resolve() or name.startswith("."):
+        raise ApiError(502, f"refusing to write {name!r} outside {directory}")
+    target.write_bytes(data)
+    return target
 
 
 def _chunks(fh: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:

@@ -112,6 +112,24 @@ class Job(_Public):
     outputs: list[Output]
 
 
+class BundleFile(_Public):
+    path: str
+    sha256: str
+    size: int
+
+
+class Bundle(_Public):
+    """What a provider approves: the measured bundle document and its digest."""
+
+    digest: str
+    format: str
+    runtime: str
+    entrypoint: str
+    inputs: list[str]
+    outputs: list[str]
+    files: list[BundleFile]
+
+
 class JobAttestation(_Public):
     job: str
     token: str

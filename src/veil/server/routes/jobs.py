@@ -97,6 +97,14 @@ def show(job_id: str, caller: CallerDep, platform: PlatformDep) -> dict[str, Any
         return service.describe(service.get(session, caller, job_id))
 
 
+@router.get("/jobs/{job_id}/bundle", response_model=schemas.Bundle)
+def bundle(job_id: str, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
+    """The measured bundle document (the digest is over exactly this): for whoever sees the job."""
+    with platform.db.transaction() as session:
+        job = service.get(session, caller, job_id)
+        return {"digest": job.digest, **job.manifest}
+
+
 @router.get("/jobs/{job_id}/bundle/{name}")
 def bundle_file(job_id: str, name: str, caller: CallerDep, platform: PlatformDep) -> Response:
     """The code under review: for the submitter and the providers asked to approve it."""

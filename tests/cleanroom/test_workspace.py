@@ -1,0 +1,143 @@
+"""The researcher's workspace over the real server: CLI parity (wait, bundle, download --all,
+attestation, verify with a rejected output), declared outputs, diagnostics, pre-flight and the
+runtime listing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cleanroom.helpers import (
+    FINAL,
+    World,
+    claims_csv,
+    dp_query,
+    make_world,
+    notebook,
+    policy,
+    upload_csv,
+    visits_csv,
+    wait,
+)
+from tests.cleanroom.test_cli import veil
+
+BUDGET = '\n[budget]\nepsilon = 3.0\ndelta = 0.0\nrule = "basic"\n'
+LOAD = "import veil\nv = veil.load('hospital/visits')\nc = veil.load('insurer/claims')"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, World, Path]]:
+    from tests.conftest import start_server
+
+    tmp = tmp_path_factory.mktemp("workspace")
+    gen = start_server(tmp / "home")
+    server = next(gen)
+    w = make_world(server)
+    (tmp / "visits.csv").write_text(visits_csv())
+    w.hospital.upload("visits", tmp / "visits.csv", policy=policy() + BUDGET,
+                      policy_format="toml")
+    upload_csv(w.insurer, tmp, "claims", claims_csv())
+    try:
+        yield server, w, tmp
+    finally:
+        next(gen, None)
+
+
+def _submit(w: World, *cells: str, outputs: list[str], plans: dict | None = None) -> dict:
+    return w.researcher.submit({"a.ipynb": notebook(*cells)}, entrypoint="a.ipynb",
+                               inputs=["insurer/claims", "hospital/visits"], outputs=outputs,
+                               plans=plans)
+
+
+def test_wait_download_all_verify_with_a_rejected_output(world) -> None:
+    server, w, tmp = world
+    count = dp_query(["hospital/visits"], "count", epsilon=0.2)
+    job = _submit(w, LOAD, "veil.publish('n', veil.dp.count(v, epsilon=0.2))\n"
+                           "veil.publish('rows', int(len(v)))\n"
+                           "veil.publish('extra', int(len(c)))\n"
+                           "veil.publish('undeclared', 7)",
+                  outputs=["rows", "n", "extra"], plans={"n": count})
+    jid, env = job["id"], {"url": server.url, "token": w.researcher.token}
+
+    pending = veil("job", "wait", jid, "--timeout", "1", **env)
+    assert pending.returncode == 3, pending.stderr
+    assert "waiting for approval by hospital, insurer" in pending.stdout
+
+    w.hospital.approve(jid, job["digest"])
+    w.insurer.approve(jid, job["digest"])
+    done = veil("job", "wait", jid, "--timeout", "180", **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert "output_review — outputs waiting for provider review: extra, rows" in last
+    assert "running" in last and "sandbox" in last  # time per state and phase
+
+    outputs = {o["name"]: o for o in w.researcher.job(jid)["outputs"]}
+    assert outputs["n"]["status"] == "released"
+    assert outputs["undeclared"]["status"] == "refused"  # forgery-style: never reviewed
+    assert "not declared at submission" in outputs["undeclared"]["reason"]
+    for provider in (w.hospital, w.insurer):
+        provider.review_output(jid, "rows", "approve")
+    w.hospital.review_output(jid, "extra", "reject", "too specific")
+    assert w.researcher.job(jid)["state"] == "released"
+
+    folder = tmp / "all"
+    got = veil("job", "download", jid, "--all", "-o", str(folder), **env)
+    assert got.returncode == 0, got.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "attestation.json", "manifest.json", "n.json", "rows.json", "token.jwt"]
+    summary = json.loads((folder / "attestation.json").read_text())
+    assert summary["outputs"]["extra"] == "rejected" and summary["digest"] == job["digest"]
+
+    verified = veil("attest", "verify", str(folder / "token.jwt"), "--jwks",
+                    server.url + "/.well-known/jwks.json", "--outputs", str(folder))
+    assert verified.returncode == 0, verified.stdout
+    assert "VERIFIED" in verified.stdout and "NOT VERIFIED" not in verified.stdout
+    assert "output extra: not released" in verified.stdout
+    assert "PASS output n" in verified.stdout and "PASS output rows" in verified.stdout
+    (folder / "rows.json").write_text('{"value": 1}')  # a changed file still fails
+    tampered = veil("attest", "verify", str(folder / "token.jwt"), "--jwks",
+                    server.url + "/.well-known/jwks.json", "--outputs", str(folder))
+    assert tampered.returncode == 1 and "FAIL output rows" in tampered.stdout
+
+    att = veil("job", "attestation", jid, "-o", str(tmp / "t.jwt"), **env)
+    assert att.returncode == 0 and "PASS signature and time" in att.stdout, att.stdout
+    assert f"bundle={job['digest']}" in att.stdout and "output n: dp" in att.stdout
+    assert (tmp / "t.jwt").read_text().strip() == (folder / "token.jwt").read_text().strip()
+
+    bundle_dir = tmp / "bundle"
+    fetched = veil("job", "bundle", jid, "-o", str(bundle_dir),
+                   url=server.url, token=w.hospital.token)  # a provider reads what it approves
+    assert fetched.returncode == 0, fetched.stderr
+    assert sorted(p.name for p in bundle_dir.iterdir()) == ["a.ipynb", "veil.plans.json"]
+    from veil.jobs.bundle import make_bundle
+
+    files = {p.name: p.read_bytes() for p in bundle_dir.iterdir()}
+    again = make_bundle(files, entrypoint="a.ipynb", inputs=["hospital/visits", "insurer/claims"],
+                        outputs=["extra", "n", "rows"], runtime=w.researcher.bundle(jid)["runtime"])
+    assert again.digest == job["digest"]
+    assert veil("job", "bundle", jid, "-o", str(tmp / "b2"), url=server.url,
+                token=w.outsider.token).returncode == 1
+
+
+def test_a_failed_run_says_what_and_where_but_no_data(world) -> None:
+    _, w, _ = world
+    job = _submit(w, LOAD, "x = 1\nimport sklearnx", outputs=[])
+    for provider in (w.hospital, w.insurer):
+        provider.approve(job["id"], job["digest"])
+    done = wait(w.researcher, job["id"], FINAL)
+    assert done["state"] == "failed"
+    assert done["reason"].startswith("notebook raised ModuleNotFoundError in cell 2, line 2: "
+                                     "no module named 'sklearnx'")
+    assert (done["result"]["cell"], done["result"]["line"]) == (2, 2)
+
+    job = _submit(w, LOAD, "first = str(v['patient_id'].iloc[0])\n"
+                           "raise ValueError('patient ' + first + ' region ' + v['region'][0])",
+                  outputs=[])
+    for provider in (w.hospital, w.insurer):
+        provider.approve(job["id"], job["digest"])
+    done = wait(w.researcher, job["id"], FINAL)
+    assert done["reason"] == "notebook raised ValueError in cell 2, line 2"
+    assert done["result"]["message"] is None
