@@ -141,3 +141,113 @@ def test_a_failed_run_says_what_and_where_but_no_data(world) -> None:
     done = wait(w.researcher, job["id"], FINAL)
     assert done["reason"] == "notebook raised ValueError in cell 2, line 2"
     assert done["result"]["message"] is None
+
+
+WARDS = [f"w{i:02d}" for i in range(60)]
+WARDS_POLICY = f"""\
+consumers = ["lab"]
+min_group_size = 20
+categories = {{ ward = {json.dumps(WARDS)} }}
+
+[privacy_unit]
+id_column = "patient_id"
+max_contributions = 1
+
+[approval]
+mode = "manual"
+
+[views.sample]
+publishable = true
+fraction = 1.0
+
+[budget]
+epsilon = 3.0
+delta = 0.0
+rule = "basic"
+"""
+PREFLIGHT_NB = notebook(
+    "import veil\nw = veil.load('hospital/wards')",
+    "veil.publish('by_ward', veil.aggregate(w, by='ward', n=('patient_id', 'count_distinct')))\n"
+    "veil.publish('big', veil.dp.count(w, epsilon=5.0))\n"
+    "veil.publish('n', veil.dp.count(w, epsilon=1.0))\n"
+    "veil.publish('rows', int(len(w)))\n"
+    "veil.publish('stray', 1)")
+
+
+def _wards(w: World, tmp: Path) -> None:
+    """58 wards of 5 patients and 2 of 100: the issue's 58-small-groups table."""
+    lines = ["patient_id,ward,cost"]
+    pid = 0
+    for i, ward in enumerate(WARDS):
+        for _ in range(5 if i < 58 else 100):
+            pid += 1
+            lines.append(f"{pid},{ward},{pid % 97}")
+    (tmp / "wards.csv").write_text("\n".join(lines) + "\n")
+    w.hospital.upload("wards", tmp / "wards.csv", policy=WARDS_POLICY, policy_format="toml")
+
+
+def test_preflight_previews_the_gate_and_charges_nothing(world) -> None:
+    from tests.cleanroom.helpers import aggregate_query
+
+    server, w, tmp = world
+    _wards(w, tmp)
+    plans = {"by_ward": aggregate_query(["hospital/wards"], ["ward"],
+                                        n={"fn": "count_distinct", "column": "patient_id"}),
+             "big": dp_query(["hospital/wards"], "count", epsilon=5.0),
+             "n": dp_query(["hospital/wards"], "count", epsilon=1.0)}
+    budgets_before, jobs_before = w.researcher.budgets(), w.researcher.jobs()
+    report = w.researcher.preflight({"a.ipynb": PREFLIGHT_NB}, entrypoint="a.ipynb",
+                                    inputs=["hospital/wards"],
+                                    outputs=["by_ward", "big", "n", "rows"], plans=plans)
+    assert report["ok"] and report["error"] is None, report["error"]
+    assert report["views"] == {"hospital/wards": "sample"} and report["run_s"] > 0
+    assert (report["charged"], report["released"]) == (False, False)
+    out = {o["name"]: o for o in report["outputs"]}
+    assert out["by_ward"]["verdict"] == "refused"
+    assert "58 of 60 groups have fewer than 20 people" in out["by_ward"]["reason"]
+    assert out["big"]["verdict"] == "refused" and out["big"]["epsilon"] == 5.0
+    assert out["big"]["reason"] == ("budget exhausted on hospital/wards: output needs epsilon "
+                                    "5, 3 left")
+    assert out["n"]["verdict"] == "auto-release" and out["n"]["epsilon"] == 1.0
+    assert out["rows"]["verdict"] == "review"
+    assert out["stray"]["verdict"] == "refused" and "not declared" in out["stray"]["reason"]
+    [budget] = report["budgets"]
+    assert budget == {"dataset": "hospital/wards", "epsilon_needed": 6.0, "delta_needed": 0.0,
+                      "epsilon_left": 3.0, "delta_left": 0.0, "fits": False, "rule": "basic"}
+    # nothing charged, no job made, nothing released
+    assert w.researcher.budgets() == budgets_before and w.researcher.jobs() == jobs_before
+
+    unpinned = w.researcher.preflight({"a.ipynb": PREFLIGHT_NB}, entrypoint="a.ipynb",
+                                      inputs=["hospital/wards"], outputs=["n", "big"])
+    verdicts = {o["name"]: o["verdict"] for o in unpinned["outputs"]}
+    assert verdicts["n"] == "review" and verdicts["by_ward"] == "refused"
+
+    nb = tmp / "pf.ipynb"
+    nb.write_bytes(PREFLIGHT_NB)
+    got = veil("job", "preflight", str(nb), "-i", "hospital/wards", "--output", "n",
+               url=server.url, token=w.researcher.token)
+    assert got.returncode == 1, got.stderr  # an output would be refused
+    assert "auto-release" not in got.stdout or "n (plan" not in got.stdout
+    assert "refused by_ward" in " ".join(got.stdout.split())
+    assert "budget hospital/wards: ε needed" in got.stdout
+
+
+def test_preflight_reports_diagnostics_and_authorises(world) -> None:
+    from veil.sdk.client import ApiError
+
+    _, w, _ = world
+    report = w.researcher.preflight(
+        {"a.ipynb": notebook("import veil\nv = veil.load('hospital/visits')", "print(totl)")},
+        entrypoint="a.ipynb", inputs=["hospital/visits"])
+    assert not report["ok"] and report["outputs"] == []
+    assert report["error"]["reason"] == ("notebook raised NameError in cell 2, line 1: name "
+                                         "'totl' is not defined")
+    for caller in (w.hospital, w.outsider):  # a provider; a consumer not in the policy
+        with pytest.raises(ApiError) as info:
+            caller.preflight({"a.ipynb": notebook("import veil")}, entrypoint="a.ipynb",
+                             inputs=["hospital/visits"])
+        assert info.value.status == 403
+    with pytest.raises(ApiError) as info:
+        w.researcher.preflight({"a.ipynb": b"{not json"}, entrypoint="a.ipynb",
+                               inputs=["hospital/visits"])
+    assert info.value.status == 422

@@ -86,6 +86,62 @@ def submit(
     console.print(f"job {job['id']} {job['state']}\ndigest {job['digest']}", highlight=False)
 
 
+@app.command()
+def preflight(
+    files: list[Path] = FilesArg,
+    inputs: list[str] = InputsOpt,
+    outputs: list[str] = OutputsOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON"),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """Run the bundle on your stage-1 views in the secure stage's sandbox and preview the gate.
+
+    Same arguments as `veil job submit`. Prints, per output, what the release gate would do
+    (auto-release, review, refused and why), ε needed against ε left on each budget, and the
+    run's diagnostics if it fails. Nothing is charged, stored or released. Exits 1 if the run
+    fails or any output would be refused.
+    """
+    with api_errors():
+        report = client(url, token).preflight(_read(files), entrypoint=files[0].name,
+                                              inputs=inputs, outputs=outputs)
+    if as_json:
+        print_json(report)
+    else:
+        _print_preflight(report)
+    refused = any(o["verdict"] == "refused" for o in report["outputs"])
+    if not report["ok"] or refused:
+        raise typer.Exit(1)
+
+
+def _print_preflight(report: dict[str, object]) -> None:
+    views = report["views"]
+    assert isinstance(views, dict)
+    console.print(f"pre-flight of {report['digest']} on "
+                  + ", ".join(f"{n} ({k} view)" for n, k in views.items())
+                  + f": ran {report['run_s']} s; nothing charged or released", highlight=False,
+                  soft_wrap=True)
+    error = report.get("error")
+    if isinstance(error, dict):
+        console.print(f"[red]FAILED[/red] {error.get('reason')}", highlight=False,
+                      soft_wrap=True)
+    colours = {"auto-release": "green", "review": "yellow", "refused": "red"}
+    for out in report["outputs"]:  # type: ignore[attr-defined]
+        verdict = out["verdict"]
+        cost = f" ε={out['epsilon']:g}" if out.get("epsilon") is not None else ""
+        why = f": {out['reason']}" if out.get("reason") else ""
+        console.print(f"[{colours[verdict]}]{verdict:>12}[/{colours[verdict]}] {out['name']} "
+                      f"({out['kind']}{cost}){why}", highlight=False, soft_wrap=True)
+    for row in report["budgets"]:  # type: ignore[attr-defined]
+        if row["epsilon_left"] is None:
+            left = "no budget set"
+        else:
+            left = (f"{row['epsilon_left']:g} left ({row['rule']})"
+                    + ("" if row["fits"] else " — NOT ENOUGH"))
+        console.print(f"budget {row['dataset']}: ε needed {row['epsilon_needed']:g}, {left}",
+                      highlight=False, soft_wrap=True)
+
+
 @app.command("list")
 def list_(url: str = UrlOption, token: str = TokenOption) -> None:
     with api_errors():

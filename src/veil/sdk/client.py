@@ -102,16 +102,18 @@ class Client:
                ) -> dict[str, Any]:
         """Submit a bundle; ``plans`` (from ``veil.sdk.outputs.collect_plans``) pins the
         declared queries into it, so their results can be released without review."""
-        if plans:
-            from veil.privacy.plans import PINNED_PLANS_FILE, pin_plans
+        return self._json("POST", "/jobs",
+                          files=_bundle_form(files, entrypoint, inputs, outputs, plans))
 
-            files = {**files, PINNED_PLANS_FILE: pin_plans(plans)}
-        spec = {"entrypoint": entrypoint, "inputs": list(inputs), "outputs": list(outputs)}
-        multipart: list[tuple[str, tuple[str | None, str | bytes, str]]] = [
-            ("spec", (None, json.dumps(spec), "application/json"))]
-        multipart += [("files", (name, data, "application/octet-stream"))
-                      for name, data in files.items()]
-        return self._json("POST", "/jobs", files=multipart)
+    def preflight(self, files: Mapping[str, bytes], *, entrypoint: str, inputs: Sequence[str],
+                  outputs: Sequence[str] = (), plans: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+        """Run the bundle on your stage-1 views in the secure stage's sandbox and preview the
+        gate per output (auto-release / review / refused, ε needed vs left), with the run's
+        diagnostics if it fails. Same arguments as ``submit``; nothing is charged or released.
+        """
+        return self._json("POST", "/jobs/preflight",
+                          files=_bundle_form(files, entrypoint, inputs, outputs, plans))
 
     def jobs(self) -> list[dict[str, Any]]:
         return self._json("GET", "/jobs")
@@ -217,6 +219,22 @@ class Client:
 
     def output(self, job_id: str, name: str) -> bytes:
         return self._call("GET", f"/jobs/{job_id}/outputs/{name}").content
+
+
+def _bundle_form(files: Mapping[str, bytes], entrypoint: str, inputs: Sequence[str],
+                 outputs: Sequence[str], plans: Mapping[str, Any] | None
+                 ) -> list[tuple[str, tuple[str | None, str | bytes, str]]]:
+    """The multipart form of ``POST /jobs`` and ``POST /jobs/preflight``."""
+    if plans:
+        from veil.privacy.plans import PINNED_PLANS_FILE, pin_plans
+
+        files = {**files, PINNED_PLANS_FILE: pin_plans(plans)}
+    spec = {"entrypoint": entrypoint, "inputs": list(inputs), "outputs": list(outputs)}
+    multipart: list[tuple[str, tuple[str | None, str | bytes, str]]] = [
+        ("spec", (None, json.dumps(spec), "application/json"))]
+    multipart += [("files", (name, data, "application/octet-stream"))
+                  for name, data in files.items()]
+    return multipart
 
 
 def _check_hash(data: bytes, expected: str, what: str) -> None:
