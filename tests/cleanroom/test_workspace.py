@@ -251,3 +251,29 @@ def test_preflight_reports_diagnostics_and_authorises(world) -> None:
         w.researcher.preflight({"a.ipynb": b"{not json"}, entrypoint="a.ipynb",
                                inputs=["hospital/visits"])
     assert info.value.status == 422
+
+
+def test_runtime_lists_packages_and_launches_measure_them(world) -> None:
+    from veil.sdk.client import ApiError
+    from veil.sdk.verify import verify_token
+
+    server, w, _ = world
+    info = w.researcher.runtime()
+    names = {p["name"]: p["version"] for p in info["packages"]}
+    assert {"pandas", "numpy", "scikit-learn", "opendp", "veil"} <= set(names)
+    assert info["runtime"].startswith("veil-runtime/") and info["packages_digest"].startswith(
+        "sha256:")
+    listed = veil("runtime", "scikit", url=server.url, token=w.researcher.token)
+    assert listed.returncode == 0 and f"scikit-learn  {names['scikit-learn']}" in listed.stdout
+    assert info["packages_digest"] in listed.stdout
+    with pytest.raises(ApiError) as denied:
+        server.client().runtime()  # no token: refused
+    assert denied.value.status == 401
+
+    job = _submit(w, LOAD, "veil.publish('rows', int(len(v)))", outputs=["rows"])
+    for provider in (w.hospital, w.insurer):
+        provider.approve(job["id"], job["digest"])
+    assert wait(w.researcher, job["id"], FINAL)["state"] == "output_review"
+    claims = verify_token(w.researcher.attestation(job["id"])["token"],
+                          w.researcher.jwks()).claims
+    assert claims["submods"]["runtime"]["packages"] == info["packages_digest"]

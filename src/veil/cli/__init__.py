@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from veil.cli import admin, attest, budget, dataset, demo, job, psi, serve
+from veil.cli import admin, attest, budget, dataset, demo, job, psi, runtime, serve
 
 app = typer.Typer(
     name="veil",
@@ -24,6 +24,7 @@ app.add_typer(attest.app, name="attest")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("budget")(budget.budget)
+app.command("runtime")(runtime.runtime)
 
 
 def main() -> None:

@@ -93,6 +93,10 @@ class Client:
         response = self._call("GET", f"/datasets/{full_name}/view", params=params)
         return response.headers["X-Veil-View"], response.content
 
+    def runtime(self) -> dict[str, Any]:
+        """The secure stage's runtime string, Python and packages (with their digest)."""
+        return self._json("GET", "/runtime")
+
     def budgets(self) -> list[dict[str, Any]]:
         return self._json("GET", "/budgets")
 

@@ -194,4 +194,11 @@ class Health(_Public):
 
 
 class Runtime(_Public):
+    """The secure stage's runtime: the bundle runtime string (part of every digest) and the
+    Python distributions a workload can import, whose digest each launch measures."""
+
     runtime: str
+    python: str
+    implementation: str
+    packages: list[RuntimePackage]
+    packages_digest: str
