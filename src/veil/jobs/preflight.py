@@ -139,6 +139,7 @@ def prepare(session: Session, catalog: Catalog, caller: Caller, files: Mapping[s
 
 def run(plan: PreflightPlan, sandbox: SandboxBackend, scratch: Path) -> PreflightReport:
     """Run the bundle on the views in ``sandbox`` and preview the gate; no DB, nothing kept."""
+    _prune_stale(scratch)
     workdir = scratch / f"preflight-{secrets.token_hex(8)}"
     bundle_dir, inputs_dir, outputs_dir = (workdir / "bundle", workdir / "inputs",
                                            workdir / "outputs")
@@ -173,6 +174,17 @@ def run(plan: PreflightPlan, sandbox: SandboxBackend, scratch: Path) -> Prefligh
         return PreflightReport(True, plan.bundle.digest, kinds, seconds, outputs, budgets)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _prune_stale(scratch: Path, max_age_s: float = 3600.0) -> None:
+    """Remove what a crashed pre-flight left (views, outputs): far older than any run lasts."""
+    cutoff = time.time() - max_age_s
+    for entry in scratch.glob("preflight-*"):
+        try:
+            if entry.is_dir() and not entry.is_symlink() and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _error(result: SandboxResult) -> dict[str, Any]:
