@@ -214,8 +214,16 @@ def test_preflight_previews_the_gate_and_charges_nothing(world) -> None:
     [budget] = report["budgets"]
     assert budget == {"dataset": "hospital/wards", "epsilon_needed": 6.0, "delta_needed": 0.0,
                       "epsilon_left": 3.0, "delta_left": 0.0, "fits": False, "rule": "basic"}
-    # nothing charged, no job made, nothing released
+    # nothing charged, no job made, nothing released; the run is in the audit log
     assert w.researcher.budgets() == budgets_before and w.researcher.jobs() == jobs_before
+    from sqlalchemy import select
+
+    from veil.store.models import AuditEvent
+
+    with server.platform.db.transaction() as session:
+        actions = session.execute(select(AuditEvent.action).where(
+            AuditEvent.subject == report["digest"])).scalars().all()
+    assert actions == ["job.preflight"]
 
     unpinned = w.researcher.preflight({"a.ipynb": PREFLIGHT_NB}, entrypoint="a.ipynb",
                                       inputs=["hospital/wards"], outputs=["n", "big"])

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from veil import audit
 from veil.catalog.service import Catalog, policy_of, schema_columns
 from veil.identity import Caller, Forbidden, Role
 from veil.jobs.bundle import Bundle, BundleError, make_bundle
@@ -134,6 +135,9 @@ def prepare(session: Session, catalog: Catalog, caller: Caller, files: Mapping[s
     pinned_file = bundle.files.get(PINNED_PLANS_FILE)
     pinned = ({} if pinned_file is None else
               {n: doc.digest for n, doc in parse_pinned(pinned_file).items()})
+    audit.record(session, actor=caller.actor, action="job.preflight", subject=bundle.digest,
+                 detail={"inputs": list(bundle.inputs),
+                         "views": {i.name: i.view_kind for i in staged}})
     return PreflightPlan(bundle, tuple(staged), effective_limits(limits, policies), pinned)
 
 
