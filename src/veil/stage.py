@@ -21,14 +21,22 @@ __all__ = [
     "INPUTS_MOUNT",
     "INPUT_INDEX",
     "OUTPUTS_MOUNT",
+    "PREFLIGHT",
+    "PREFLIGHT_INDEX",
     "SECURE",
     "IndexEntry",
     "InputIndex",
     "InputIndexError",
+    "PreflightIndex",
+    "PreflightView",
 ]
 
 ENV_STAGE = "VEIL_STAGE"  # "secure" inside the sandbox; anything else is the Programming Stage
 SECURE = "secure"
+# A pre-flight run: the approved-to-be bundle in the same sandbox, on stage-1 views staged as
+# plain Parquet under the inputs mount (see ``PreflightIndex``); nothing it writes is released.
+PREFLIGHT = "preflight"
+PREFLIGHT_INDEX = "preflight.json"
 ENV_INPUTS = "VEIL_INPUTS"
 ENV_OUTPUTS = "VEIL_OUTPUTS"
 ENV_KEY_AGENT = "VEIL_KEY_AGENT"
@@ -85,3 +93,41 @@ class InputIndex(_Frozen):
             return cls.model_validate(json.loads(data))
         except (ValueError, ValidationError):
             raise InputIndexError(f"{INPUT_INDEX} is malformed") from None
+
+
+class PreflightView(_Frozen):
+    """One stage-1 view staged for a pre-flight run, with the public rules stage 1 uses."""
+
+    file: str = Field(min_length=1, max_length=200)
+    kind: str = Field(min_length=1, max_length=32)
+    rules: dict[str, object]
+
+    @field_validator("file")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        if "/" in value or value.startswith(".") or "\0" in value:
+            raise ValueError("a view file must be a plain name inside the inputs folder")
+        return value
+
+
+class PreflightIndex(_Frozen):
+    """What the host writes as ``preflight.json``: dataset name -> its staged view."""
+
+    datasets: dict[str, PreflightView]
+
+    def write(self, folder: Path) -> None:
+        (folder / PREFLIGHT_INDEX).write_text(self.model_dump_json())
+
+    @classmethod
+    def read(cls, folder: Path) -> PreflightIndex:
+        path = folder / PREFLIGHT_INDEX
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise InputIndexError(f"the pre-flight run has no readable {PREFLIGHT_INDEX}") from None
+        if len(data) > _MAX_INDEX_BYTES:
+            raise InputIndexError(f"{PREFLIGHT_INDEX} is too large")
+        try:
+            return cls.model_validate(json.loads(data), strict=False)
+        except (ValueError, ValidationError):
+            raise InputIndexError(f"{PREFLIGHT_INDEX} is malformed") from None

@@ -156,3 +156,16 @@ def test_floats_at_the_edge_of_the_range_get_a_finite_mock_view(live_server,
     _, data = w.researcher.view("hospital/visits", kind="mock")
     costs = pd.read_parquet(io.BytesIO(data))["cost"].dropna()
     assert len(costs) > 0 and all(math.isfinite(c) for c in costs)
+
+
+def test_digest_does_not_depend_on_the_order_of_inputs_or_outputs() -> None:
+    from veil.jobs.bundle import BundleError, make_bundle
+
+    nb = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    a = make_bundle({"a.ipynb": nb}, entrypoint="a.ipynb", inputs=["h/v", "i/c"],
+                    outputs=["x", "y"])
+    b = make_bundle({"a.ipynb": nb}, entrypoint="a.ipynb", inputs=["i/c", "h/v"],
+                    outputs=["y", "x"])
+    assert a.digest == b.digest and a.inputs == ("h/v", "i/c")
+    with pytest.raises(BundleError, match="declared twice"):
+        make_bundle({"a.ipynb": nb}, entrypoint="a.ipynb", inputs=["h/v"], outputs=["x", "x"])

@@ -17,7 +17,8 @@ def test_mixed_case_bundle_files_and_outputs_are_released(live_server, tmp_path:
     upload_csv(w.hospital, tmp_path, "visits", visits_csv())
     files = {"Untitled.ipynb": notebook("import veil", "veil.publish('Total', 1)"),
              "Helpers.py": b"TOTAL = 1\n"}
-    job = w.researcher.submit(files, entrypoint="Untitled.ipynb", inputs=["hospital/visits"])
+    job = w.researcher.submit(files, entrypoint="Untitled.ipynb", inputs=["hospital/visits"],
+                              outputs=["Total"])
     assert w.hospital.bundle_file(job["id"], "Helpers.py") == files["Helpers.py"]
     w.hospital.approve(job["id"], job["digest"])
     done = wait(w.researcher, job["id"], FINAL)

@@ -60,7 +60,8 @@ def test_many_workers_run_each_job_once(tmp_path: Path) -> None:
         jobs = []
         for i in range(4):
             job = w.researcher.submit({"a.py": f"import veil\nveil.publish('x', {i})\n".encode()},
-                                      entrypoint="a.py", inputs=["hospital/visits"])
+                                      entrypoint="a.py", inputs=["hospital/visits"],
+                                      outputs=["x"])
             w.hospital.approve(job["id"], job["digest"])
             jobs.append(job["id"])
         for job_id in jobs:
@@ -198,7 +199,7 @@ def test_a_platform_fault_requeues_the_job(tmp_path: Path, monkeypatch: pytest.M
         w = make_world(server)
         upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
         job = w.researcher.submit({"a.py": b"import veil\nveil.publish('x', 1)\n"},
-                                  entrypoint="a.py", inputs=["hospital/visits"])
+                                  entrypoint="a.py", inputs=["hospital/visits"], outputs=["x"])
         w.hospital.approve(job["id"], job["digest"])
         done = wait(w.researcher, job["id"], FINAL, timeout=120)
         assert done["state"] == state, done

@@ -113,3 +113,25 @@ def test_a_file_that_does_not_match_the_manifest_fails_the_job(tmp_path: Path,
     (tmp_path / "a.json").write_bytes(data + b" " if size_delta > 0 else data[:-1])
     with pytest.raises(ManifestError):
         evaluate(tmp_path, RULES, max_output_bytes=1 << 20)
+
+
+def test_an_undeclared_output_is_refused_not_reviewed(tmp_path: Path) -> None:
+    """Forgery-style: the notebook publishes a name the providers never approved, even one
+    that looks like an executor result; it is refused before any other rule looks at it."""
+    data = _dp_bytes()
+    _put(tmp_path, [("declared", "scalar", "declared.json", b'{"value": 1}'),
+                    ("sneaky", "scalar", "sneaky.json", b'{"value": 2}'),
+                    ("sneaky_dp", "dp", "sneaky_dp.json", data)])
+    decisions = {d.entry.name: d for d in evaluate(
+        tmp_path, RULES, max_output_bytes=1 << 20, declared=["declared"],
+        executed={"sneaky_dp": _executed("sneaky_dp", data)}, pinned={"sneaky_dp": "sha256:p"})}
+    assert decisions["declared"].status == PENDING
+    for name in ("sneaky", "sneaky_dp"):
+        assert decisions[name].status == REFUSED
+        assert "not declared at submission" in str(decisions[name].reason)
+
+
+def test_nothing_declared_means_nothing_leaves(tmp_path: Path) -> None:
+    _put(tmp_path, [("x", "scalar", "x.json", b'{"value": 1}')])
+    [decision] = evaluate(tmp_path, RULES, max_output_bytes=1 << 20, declared=())
+    assert decision.status == REFUSED

@@ -44,7 +44,7 @@ def test_notebook_error_cell(tmp_path: Path) -> None:
     res = _run(tmp_path, "zero_div.ipynb")
     assert (res.ok, res.reason, res.insecure) == (
         False,
-        "notebook raised ZeroDivisionError in cell 4",
+        "notebook raised ZeroDivisionError in cell 4, line 1",
         True,
     )
 

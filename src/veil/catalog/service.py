@@ -334,6 +334,12 @@ def public_view_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k != "fidelity"}
 
 
+def schema_columns(schema: dict[str, Any] | None) -> frozenset[str]:
+    """A stored schema's column names (public: every consumer of the dataset sees them)."""
+    columns = (schema or {}).get("columns") or []
+    return frozenset(str(c["name"]) for c in columns if isinstance(c, dict) and "name" in c)
+
+
 def policy_of(dataset: Dataset) -> DatasetPolicy:
     return DatasetPolicy.model_validate(dataset.policy)
 

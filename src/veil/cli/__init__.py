@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from veil.cli import admin, attest, budget, dataset, demo, job, lab, psi, serve
+from veil.cli import admin, attest, budget, dataset, demo, job, lab, psi, runtime, serve
 
 app = typer.Typer(
     name="veil",
@@ -26,6 +26,7 @@ app.command("demo")(demo.demo)
 app.command("budget")(budget.budget)
 app.command("lab", context_settings={"allow_extra_args": True,
                                      "ignore_unknown_options": True})(lab.lab)
+app.command("runtime")(runtime.runtime)
 
 
 def main() -> None:

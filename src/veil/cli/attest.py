@@ -44,6 +44,9 @@ def verify(
     for name, ok, detail in verdict.checks:
         mark = "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
         _console.print(f"{mark} {name}: {detail}", highlight=False)
+    for name in verdict.not_released:
+        _console.print(f"[yellow]----[/yellow] output {name}: not released (no file in the "
+                       "folder: rejected or refused at review); nothing to verify", highlight=False)
     c = verdict.claims
     if c:
         xv = c.get("x-veil", {})

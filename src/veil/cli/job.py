@@ -1,4 +1,5 @@
-"""`veil job ...`: digest, submit, approve, review and download."""
+"""`veil job ...`: digest, pre-flight, submit, wait, approve, review, bundle, attestation and
+download."""
 
 from __future__ import annotations
 
@@ -85,6 +86,62 @@ def submit(
     console.print(f"job {job['id']} {job['state']}\ndigest {job['digest']}", highlight=False)
 
 
+@app.command()
+def preflight(
+    files: list[Path] = FilesArg,
+    inputs: list[str] = InputsOpt,
+    outputs: list[str] = OutputsOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON"),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """Run the bundle on your stage-1 views in the secure stage's sandbox and preview the gate.
+
+    Same arguments as `veil job submit`. Prints, per output, what the release gate would do
+    (auto-release, review, refused and why), ε needed against ε left on each budget, and the
+    run's diagnostics if it fails. Nothing is charged, stored or released. Exits 1 if the run
+    fails or any output would be refused.
+    """
+    with api_errors():
+        report = client(url, token).preflight(_read(files), entrypoint=files[0].name,
+                                              inputs=inputs, outputs=outputs)
+    if as_json:
+        print_json(report)
+    else:
+        _print_preflight(report)
+    refused = any(o["verdict"] == "refused" for o in report["outputs"])
+    if not report["ok"] or refused:
+        raise typer.Exit(1)
+
+
+def _print_preflight(report: dict[str, object]) -> None:
+    views = report["views"]
+    assert isinstance(views, dict)
+    console.print(f"pre-flight of {report['digest']} on "
+                  + ", ".join(f"{n} ({k} view)" for n, k in views.items())
+                  + f": ran {report['run_s']} s; nothing charged or released", highlight=False,
+                  soft_wrap=True)
+    error = report.get("error")
+    if isinstance(error, dict):
+        console.print(f"[red]FAILED[/red] {error.get('reason')}", highlight=False,
+                      soft_wrap=True)
+    colours = {"auto-release": "green", "review": "yellow", "refused": "red"}
+    for out in report["outputs"]:  # type: ignore[attr-defined]
+        verdict = out["verdict"]
+        cost = f" ε={out['epsilon']:g}" if out.get("epsilon") is not None else ""
+        why = f": {out['reason']}" if out.get("reason") else ""
+        console.print(f"[{colours[verdict]}]{verdict:>12}[/{colours[verdict]}] {out['name']} "
+                      f"({out['kind']}{cost}){why}", highlight=False, soft_wrap=True)
+    for row in report["budgets"]:  # type: ignore[attr-defined]
+        if row["epsilon_left"] is None:
+            left = "no budget set"
+        else:
+            left = (f"{row['epsilon_left']:g} left ({row['rule']})"
+                    + ("" if row["fits"] else " — NOT ENOUGH"))
+        console.print(f"budget {row['dataset']}: ε needed {row['epsilon_needed']:g}, {left}",
+                      highlight=False, soft_wrap=True)
+
+
 @app.command("list")
 def list_(url: str = UrlOption, token: str = TokenOption) -> None:
     with api_errors():
@@ -152,13 +209,116 @@ def review(
 @app.command()
 def download(
     job_id: str,
-    output: str = typer.Argument(..., help="output name"),
-    to: Path = typer.Option(..., "--to", "-o"),
+    output: str = typer.Argument(None, help="output name (or --all)"),
+    to: Path = typer.Option(..., "--to", "-o", help="a file; with --all, a folder"),
+    all_: bool = typer.Option(False, "--all",
+                              help="every released output + manifest.json, token.jwt and "
+                                   "attestation.json, ready for `veil attest verify`"),
     url: str = UrlOption,
     token: str = TokenOption,
 ) -> None:
-    """Download a released output (consumer only)."""
+    """Download a released output, or with --all everything a consumer keeps (consumer only)."""
+    if all_ == (output is not None):
+        err_console.print("[red]error[/red]: name one OUTPUT or pass --all")
+        raise typer.Exit(2)
     with api_errors():
-        data = client(url, token).output(job_id, output)
+        api = client(url, token)
+        if all_:
+            written = api.download_all(job_id, to)
+            for path in written:
+                console.print(f"  {path}", highlight=False)
+            console.print(f"{len(written)} file(s) written to {to}; check them with "
+                          f"`veil attest verify {to / 'token.jwt'} --jwks URL --outputs {to}`",
+                          highlight=False)
+            return
+        data = api.output(job_id, output)
     to.write_bytes(data)
     console.print(f"{output} written to {to}")
+
+
+@app.command()
+def wait(
+    job_id: str,
+    until: list[str] = typer.Option([], "--until",
+                                    help="state to wait for (repeat); default: released, "
+                                         "output_review, failed, rejected or cancelled"),
+    timeout: float = typer.Option(600.0, "--timeout", help="seconds"),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """Follow a job: its state, who still has to approve or review, and where time went.
+
+    Exits 0 when the job ends well (released, or outputs in review), 1 when it failed, was
+    rejected or cancelled, and 3 on timeout.
+    """
+    from veil.sdk.progress import WAIT_STATES, progress_line
+
+    with api_errors():
+        try:
+            job = client(url, token).wait(
+                job_id, set(until) or WAIT_STATES, timeout_s=timeout, poll_s=0.5,
+                on_update=lambda j: console.print(progress_line(j), highlight=False,
+                                                  soft_wrap=True))
+        except TimeoutError as exc:
+            err_console.print(f"[red]timeout[/red]: {exc}")
+            raise typer.Exit(3) from None
+    if job["state"] in ("failed", "rejected", "cancelled"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def bundle(
+    job_id: str,
+    to: Path = typer.Option(..., "--to", "-o", help="folder to write the bundle's files into"),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """Fetch a job's bundle (the code under approval), each file checked against its hash."""
+    with api_errors():
+        api = client(url, token)
+        info = api.bundle(job_id)
+        written = api.download_bundle(job_id, to)
+    for path in written:
+        console.print(f"  {path}", highlight=False)
+    others = [f["path"] for f in info["files"] if f["path"] != info["entrypoint"]]
+    command = ["veil job digest", str(to / info["entrypoint"]), *(str(to / o) for o in others),
+               *(f"-i {i}" for i in info["inputs"]), *(f"--output {o}" for o in info["outputs"])]
+    console.print(f"digest {info['digest']}\nrecompute it: {' '.join(command)}", highlight=False)
+
+
+@app.command()
+def attestation(
+    job_id: str,
+    to: Path = typer.Option(None, "--to", "-o", help="also save the token to this file"),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """A job's final attestation token, checked against the server's JWKS, claim by claim.
+
+    For a verdict that trusts nothing of the server but a JWKS you hold, download the outputs
+    and run `veil attest verify`.
+    """
+    from veil.sdk.verify import verify_token
+
+    with api_errors():
+        api = client(url, token)
+        proof = api.attestation(job_id)
+        keys = api.jwks()
+    verdict = verify_token(proof["token"], keys)
+    for name, ok, detail in verdict.checks:
+        mark = "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
+        console.print(f"{mark} {name}: {detail}", highlight=False)
+    claims = verdict.claims
+    xv = claims.get("x-veil", {})
+    bundle_claims = claims.get("submods", {}).get("bundle", {})
+    console.print(f"     job={xv.get('job')} phase={xv.get('phase')} backend={xv.get('backend')} "
+                  f"hardware_backed={xv.get('hardware_backed')} "
+                  f"bundle={bundle_claims.get('digest', '-')}", highlight=False)
+    for entry in proof["manifest"].get("outputs", []):
+        console.print(f"     output {entry.get('name')}: {entry.get('kind')} "
+                      f"sha256={entry.get('sha256')}", highlight=False)
+    if to is not None:
+        to.write_text(proof["token"] + "\n")
+        console.print(f"token written to {to}")
+    if not verdict.ok:
+        raise typer.Exit(1)

@@ -1,10 +1,11 @@
 """Job bundles and their digest: what a provider approves is exactly this hash.
 
 The digest is SHA-256 over the canonical JSON of {format, runtime, entrypoint,
-files (path, sha256, size), inputs, outputs}. Notebooks are normalised first (only cell
-types and sources are kept), so re-running a notebook or clearing its outputs
-does not change what was approved, while any code change does. Anyone can
-recompute the digest locally with `veil job digest`.
+files (path, sha256, size), inputs, outputs}; inputs and outputs are sets, kept sorted, so
+the order of `-i`/`--output` on a command line does not change what providers approve.
+Notebooks are normalised first (only cell types and sources are kept), so re-running a
+notebook or clearing its outputs does not change what was approved, while any code change
+does. Anyone can recompute the digest locally with `veil job digest`.
 """
 
 from __future__ import annotations
@@ -112,11 +113,13 @@ def make_bundle(files: Mapping[str, bytes], *, entrypoint: str, inputs: Sequence
         raise BundleError("declare at least one input dataset (owner/name)")
     if len(set(inputs)) != len(inputs):
         raise BundleError("an input dataset is declared twice")
+    if len(set(outputs)) != len(outputs):
+        raise BundleError("an output is declared twice")
     for name in inputs:
         check_dataset_ref(name)
     for name in outputs:
         check_output(name)
-    return Bundle(normal, entrypoint, tuple(inputs), tuple(outputs), runtime)
+    return Bundle(normal, entrypoint, tuple(sorted(inputs)), tuple(sorted(outputs)), runtime)
 
 
 def _file_entries(files: Mapping[str, bytes]) -> list[dict[str, object]]:

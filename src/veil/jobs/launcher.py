@@ -276,11 +276,13 @@ def plan_launch(services: AttestationServices, db: Database, catalog: Catalog, s
         inputs.append(_Input(dataset.id, dataset.full_name))
     manifest = job.manifest
     from veil.tee.attestation import measure_launch
+    from veil.tee.runtime import packages_digest
 
     log = measure_launch(
         bundle_digest=job.digest,
         runtime={"veil": __version__, "bundle_runtime": str(manifest["runtime"]),
-                 "release_executor": executor_code_digest()},
+                 "release_executor": executor_code_digest(),
+                 "packages": packages_digest()},  # the secure stage's distributions
         inputs=measured,
         backend=dict(backend_config),
         bundle_runtime=str(manifest["runtime"]),

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from veil import audit
-from veil.catalog.service import Catalog, policy_of
+from veil.catalog.service import Catalog, policy_of, schema_columns
 from veil.jobs.launcher import FinalAttestation, JobLaunch, LaunchError, plan_launch
 from veil.jobs.lifecycle import StaleState, State, transition
 from veil.jobs.limits import effective_limits
@@ -53,6 +53,7 @@ class _Prepared:
     index: InputIndex
     public_rules: dict[str, dict[str, Any]]
     pinned: dict[str, str]  # output name -> plan digest fixed in the approved bundle
+    declared: tuple[str, ...]  # the output names the providers approved with the digest
 
 
 @dataclass
@@ -154,6 +155,7 @@ class Worker:
                 self._fail(job_id, launch.denial_reason() or result.reason
                            or "the notebook failed",
                            {"error_type": result.error_type, "cell": result.cell,
+                            "line": result.line, "message": result.message,
                             "duration_s": round(result.duration_s, 3),
                             "backend": result.backend, "insecure": result.insecure,
                             "attestation": {k: round(v, 4) for k, v in launch.timing.items()}})
@@ -217,10 +219,13 @@ class Worker:
             audit.record(session, actor=f"system:{self.worker_id}", action="job.inputs_prepared",
                          subject=job_id, detail={"inputs": sorted(index.datasets)})
             entrypoint = job.entrypoint
+            columns = frozenset[str]().union(*(schema_columns(inp.dataset.schema)
+                                               for inp in job.inputs))
         request = SandboxRequest(bundle_dir=bundle_dir, entrypoint=entrypoint,
                                  inputs_dir=inputs_dir, outputs_dir=outputs_dir,
-                                 limits=limits, env={ENV_JOB_ID: job_id})
-        return _Prepared(request, rules, launch, index, public_rules, pinned)
+                                 limits=limits, env={ENV_JOB_ID: job_id},
+                                 public_names=columns)
+        return _Prepared(request, rules, launch, index, public_rules, pinned, bundle.outputs)
 
     def _release(self, job_id: str, outputs_dir: Path, prepared: _Prepared,
                  report: ExecutorReport, result: dict[str, object],
@@ -230,7 +235,7 @@ class Worker:
                                  max_output_bytes=self.limits.output_bytes,
                                  executed=report.executed, failed=report.failed,
                                  pinned=prepared.pinned, models=report.models,
-                                 attested=final.digests)
+                                 attested=final.digests, declared=prepared.declared)
         except ManifestError as exc:
             self._fail(job_id, f"outputs rejected: {exc}", result)
             return

@@ -18,6 +18,8 @@ Nothing the workload computed is trusted. Rules, in order:
     under) the strictest ``max_mia_advantage`` of the inputs;
   * anything else — tables, scalars, dicts, figures the notebook computed — waits for review
     by every provider whose data was used, with what the gate can measure about it.
+An output the job did not declare at submission (``--output``) is refused before any of
+this: providers approved the declared names with the digest, so an extra one is not reviewed.
 Files are re-hashed and sizes checked; a malformed manifest fails the job.
 """
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,12 +85,14 @@ def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *, max_output_byte
              failed: Mapping[str, Failed] | None = None,
              pinned: Mapping[str, str] | None = None,
              models: Mapping[str, ModelChecked] | None = None,
-             attested: Mapping[str, str] | None = None) -> list[Decision]:
+             attested: Mapping[str, str] | None = None,
+             declared: Collection[str] | None = None) -> list[Decision]:
     """Check every published output and decide its fate; DP outputs come back `TO_CHARGE`.
 
     ``executed``/``failed`` come from the release executor, ``pinned`` maps output names to
     the plan digests fixed in the approved bundle, ``attested`` to the digests the final
-    quote covers (``FinalAttestation.digests``): a file must match all three.
+    quote covers (``FinalAttestation.digests``): a file must match all three. ``declared``
+    are the output names of the approved bundle; None only for callers with no bundle.
     """
     manifest = read_manifest(outputs_dir)
     total = 0
@@ -107,12 +111,21 @@ def evaluate(outputs_dir: Path, inputs: Sequence[InputRules], *, max_output_byte
             raise ManifestError(f"output {entry.name!r} does not match its hash")
         if attested is not None and attested.get(entry.name) != digest:
             raise ManifestError(f"output {entry.name!r} differs from what was attested")
+        if declared is not None and entry.name not in declared:
+            decisions.append(Decision(entry, path, REFUSED, undeclared_reason(entry.name)))
+            continue
         if entry.kind == "model":
             decisions.append(_model(entry, path, inputs, (models or {}).get(entry.name)))
             continue
         decisions.append(_decide(entry, path, data, inputs, executed or {}, failed or {},
                                  pinned or {}))
     return decisions
+
+
+def undeclared_reason(name: str) -> str:
+    """Why an output that the approved bundle does not name is refused (also for pre-flight)."""
+    return (f"output {name!r} was not declared at submission (--output); providers approved "
+            "the declared outputs only")
 
 
 def _decide(entry: OutputEntry, path: Path, data: bytes, inputs: Sequence[InputRules],

@@ -96,6 +96,14 @@ def history(session: Session, dataset: Dataset, party_id: str) -> list[BudgetCha
         .order_by(BudgetCharge.at)).scalars())
 
 
+def standing(session: Session, dataset: Dataset,
+             party_id: str) -> tuple[BudgetPolicy, list[Budget]] | None:
+    """A budget and what this period already spent on it (None: no budget): what `charge`
+    checks against, for a preview that must decide the same way (``jobs.preflight``)."""
+    policy = _budget(dataset)
+    return None if policy is None else (policy, _spent(session, dataset, party_id, policy))
+
+
 def _budget(dataset: Dataset) -> BudgetPolicy | None:
     raw = dataset.policy.get("budget")
     return None if raw is None else BudgetPolicy.model_validate(raw)

@@ -17,14 +17,18 @@ from typing import Any
 
 from veil.sdk.client import ApiError, Client
 from veil.sdk.outputs import PublishError, publish
-from veil.stage import ENV_STAGE, SECURE
+from veil.stage import ENV_STAGE, PREFLIGHT, SECURE
 
 _client: Client | None = None
 
 
 def stage() -> str:
-    """"secure" inside the sandbox, "programming" everywhere else."""
-    return "secure" if os.environ.get(ENV_STAGE) == SECURE else "programming"
+    """"secure" inside the sandbox, "programming" everywhere else.
+
+    A pre-flight run is "secure" too: it must behave as the job will (queries are plans that
+    trusted code evaluates afterwards), only on stage-1 views instead of the full data.
+    """
+    return "secure" if os.environ.get(ENV_STAGE) in (SECURE, PREFLIGHT) else "programming"
 
 
 def connect(url: str | None = None, token: str | None = None) -> Client:
@@ -38,7 +42,8 @@ def load(name: str, *, view: str | None = None) -> Any:
     """The dataset `owner/name` as a pandas DataFrame.
 
     Programming Stage: the best stage-1 view the provider offers (synthetic,
-    sample or mock; `view=` picks one). Secure stage: the full data.
+    sample or mock; `view=` picks one). Secure stage: the full data. Pre-flight (the sandbox
+    run of ``veil job preflight``): the caller's stage-1 view, staged by the server.
     `df.attrs["veil_view"]` says which one you got.
     """
     import io
@@ -47,6 +52,12 @@ def load(name: str, *, view: str | None = None) -> Any:
 
     from veil.sdk.dp import register_load
 
+    if os.environ.get(ENV_STAGE) == PREFLIGHT:
+        from veil.sdk.secure import load_preflight_view
+
+        frame = load_preflight_view(name)
+        register_load(name, frame, None)
+        return frame
     if stage() == "secure":
         from veil.sdk.secure import load_input
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -122,6 +123,10 @@ class Client:
         dataset_id = self.dataset(full_name)["id"]
         return self._json("DELETE", f"/datasets/{dataset_id}")
 
+    def runtime(self) -> dict[str, Any]:
+        """The secure stage's runtime string, Python and packages (with their digest)."""
+        return self._json("GET", "/runtime")
+
     def budgets(self) -> list[dict[str, Any]]:
         return self._json("GET", "/budgets")
 
@@ -131,16 +136,18 @@ class Client:
                ) -> dict[str, Any]:
         """Submit a bundle; ``plans`` (from ``veil.sdk.outputs.collect_plans``) pins the
         declared queries into it, so their results can be released without review."""
-        if plans:
-            from veil.privacy.plans import PINNED_PLANS_FILE, pin_plans
+        return self._json("POST", "/jobs",
+                          files=_bundle_form(files, entrypoint, inputs, outputs, plans))
 
-            files = {**files, PINNED_PLANS_FILE: pin_plans(plans)}
-        spec = {"entrypoint": entrypoint, "inputs": list(inputs), "outputs": list(outputs)}
-        multipart: list[tuple[str, tuple[str | None, str | bytes, str]]] = [
-            ("spec", (None, json.dumps(spec), "application/json"))]
-        multipart += [("files", (name, data, "application/octet-stream"))
-                      for name, data in files.items()]
-        return self._json("POST", "/jobs", files=multipart)
+    def preflight(self, files: Mapping[str, bytes], *, entrypoint: str, inputs: Sequence[str],
+                  outputs: Sequence[str] = (), plans: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+        """Run the bundle on your stage-1 views in the secure stage's sandbox and preview the
+        gate per output (auto-release / review / refused, ε needed vs left), with the run's
+        diagnostics if it fails. Same arguments as ``submit``; nothing is charged or released.
+        """
+        return self._json("POST", "/jobs/preflight",
+                          files=_bundle_form(files, entrypoint, inputs, outputs, plans))
 
     def jobs(self) -> list[dict[str, Any]]:
         return self._json("GET", "/jobs")
@@ -149,12 +156,23 @@ class Client:
         return self._json("GET", f"/jobs/{job_id}")
 
     def wait(self, job_id: str, states: Iterable[str], *, timeout_s: float = 600.0,
-             poll_s: float = 0.2) -> dict[str, Any]:
-        """Poll a job until it reaches one of `states`; TimeoutError after `timeout_s`."""
+             poll_s: float = 0.2,
+             on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll a job until it reaches one of `states`; TimeoutError after `timeout_s`.
+
+        ``on_update`` sees the job each time its state, approvals or outputs change (progress
+        for ``veil job wait`` and the JupyterLab jobs panel).
+        """
         wanted = set(states)
         deadline = time.monotonic() + timeout_s
+        seen: object = None
         while True:
             job = self.job(job_id)
+            mark = (job["state"], len(job["approvals"]), len(job["transitions"]),
+                    tuple(o["status"] for o in job["outputs"]))
+            if on_update is not None and mark != seen:
+                on_update(job)
+            seen = mark
             if job["state"] in wanted:
                 return job
             if time.monotonic() > deadline:
@@ -163,6 +181,61 @@ class Client:
 
     def bundle_file(self, job_id: str, name: str) -> bytes:
         return self._call("GET", f"/jobs/{job_id}/bundle/{name}").content
+
+    def bundle(self, job_id: str) -> dict[str, Any]:
+        """The measured bundle document: digest, runtime, entrypoint, inputs, outputs, files."""
+        return self._json("GET", f"/jobs/{job_id}/bundle")
+
+    def download_bundle(self, job_id: str, directory: Path) -> list[Path]:
+        """Write the bundle's files into ``directory``, each checked against its measured hash."""
+        info = self.bundle(job_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for entry in info["files"]:
+            data = self.bundle_file(job_id, entry["path"])
+            _check_hash(data, entry["sha256"], f"bundle file {entry['path']}")
+            written.append(_write(directory, entry["path"], data))
+        return written
+
+    def attestation(self, job_id: str) -> dict[str, Any]:
+        """The job's final token and the output manifest it binds."""
+        return self._json("GET", f"/jobs/{job_id}/attestation")
+
+    def jwks(self) -> dict[str, Any]:
+        """The verifier's public keys (verify tokens against a copy you trust)."""
+        response = self._http.get("/.well-known/jwks.json")
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, response.text)
+        return dict(response.json())
+
+    def download_all(self, job_id: str, directory: Path) -> list[Path]:
+        """Every released output, plus ``manifest.json``, ``token.jwt`` and ``attestation.json``.
+
+        Output files take the names the attested manifest gives them, so
+        ``veil attest verify token.jwt --outputs DIR`` checks the folder as it is; outputs that
+        were not released (rejected, refused) are absent and reported as such.
+        """
+        job = self.job(job_id)
+        proof = self.attestation(job_id)
+        files = {e["name"]: e["file"] for e in proof["manifest"].get("outputs", [])}
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for output in job["outputs"]:
+            if output["status"] != "released":
+                continue
+            data = self.output(job_id, output["name"])
+            _check_hash(data, output["sha256"], f"output {output['name']}")
+            written.append(_write(directory, files.get(output["name"], output["name"]), data))
+        written.append(_write(directory, "manifest.json",
+                              json.dumps(proof["manifest"], indent=2).encode()))
+        written.append(_write(directory, "token.jwt", proof["token"].encode() + b"\n"))
+        summary = {"job": job_id, "digest": job["digest"], "backend": job["backend"],
+                   "insecure": job["insecure"], "jwks_uri": proof["jwks_uri"],
+                   "attestation": (job.get("result") or {}).get("attestation"),
+                   "outputs": {o["name"]: o["status"] for o in job["outputs"]}}
+        written.append(_write(directory, "attestation.json",
+                              json.dumps(summary, indent=2).encode()))
+        return written
 
     def approve(self, job_id: str, digest: str) -> dict[str, Any]:
         return self._json("POST", f"/jobs/{job_id}/approve", json={"digest": digest})
@@ -184,6 +257,36 @@ class Client:
 
     def output(self, job_id: str, name: str) -> bytes:
         return self._call("GET", f"/jobs/{job_id}/outputs/{name}").content
+
+
+def _bundle_form(files: Mapping[str, bytes], entrypoint: str, inputs: Sequence[str],
+                 outputs: Sequence[str], plans: Mapping[str, Any] | None
+                 ) -> list[tuple[str, tuple[str | None, str | bytes, str]]]:
+    """The multipart form of ``POST /jobs`` and ``POST /jobs/preflight``."""
+    if plans:
+        from veil.privacy.plans import PINNED_PLANS_FILE, pin_plans
+
+        files = {**files, PINNED_PLANS_FILE: pin_plans(plans)}
+    spec = {"entrypoint": entrypoint, "inputs": list(inputs), "outputs": list(outputs)}
+    multipart: list[tuple[str, tuple[str | None, str | bytes, str]]] = [
+        ("spec", (None, json.dumps(spec), "application/json"))]
+    multipart += [("files", (name, data, "application/octet-stream"))
+                  for name, data in files.items()]
+    return multipart
+
+
+def _check_hash(data: bytes, expected: str, what: str) -> None:
+    if hashlib.sha256(data).hexdigest() != expected.removeprefix("sha256:"):
+        raise ApiError(502, f"{what} does not match its measured sha256")
+
+
+def _write(directory: Path, name: str, data: bytes) -> Path:
+    """Write one file under ``directory``; a name from the server never escapes it."""
+    target = (directory / name).resolve()
+    if target.parent != directory.resolve() or name.startswith("."):
+        raise ApiError(502, f"refusing to write {name!r} outside {directory}")
+    target.write_bytes(data)
+    return target
 
 
 def _chunks(fh: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:

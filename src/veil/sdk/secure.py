@@ -11,7 +11,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from veil.stage import ENV_INPUTS, ENV_KEY_AGENT, INPUTS_MOUNT, InputIndex, InputIndexError
+from veil.stage import (
+    ENV_INPUTS,
+    ENV_KEY_AGENT,
+    INPUTS_MOUNT,
+    InputIndex,
+    InputIndexError,
+    PreflightIndex,
+)
 
 
 class InputNotDeclared(LookupError):
@@ -43,4 +50,21 @@ def load_input(name: str) -> Any:
     frame = load_frame(inputs / entry.file, DataKey.from_bytes(key),
                        context=entry.context.encode())
     frame.attrs["veil_view"] = "full"
+    return frame
+
+
+def load_preflight_view(name: str) -> Any:
+    """A pre-flight run's input: the stage-1 view the server staged for the caller."""
+    import pandas as pd
+
+    inputs = Path(os.environ.get(ENV_INPUTS, INPUTS_MOUNT))
+    try:
+        index = PreflightIndex.read(inputs)
+    except InputIndexError as exc:
+        raise SecureInputError(str(exc)) from None
+    entry = index.datasets.get(name)
+    if entry is None:
+        raise InputNotDeclared(f"dataset {name!r} is not an input of this job")
+    frame = pd.read_parquet(inputs / entry.file)
+    frame.attrs["veil_view"] = entry.kind
     return frame

@@ -34,6 +34,9 @@ class AttestInputError(Exception):
 class Verdict:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     claims: dict[str, Any] = field(default_factory=dict)
+    # Outputs the attested manifest lists but the folder lacks: rejected or refused at review,
+    # so never released. Not a failure: the token still proves every file that is there.
+    not_released: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -121,8 +124,14 @@ def _check_outputs(verdict: Verdict, outputs_dir: Path, claims: Mapping[str, Any
             verdict.add(f"output {name}", False, "manifest entry names no file")
             continue
         path = (outputs_dir / rel).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            verdict.add(f"output {name}", False, f"file {rel} is missing or outside the folder")
+        if not path.is_relative_to(root):
+            verdict.add(f"output {name}", False, f"file {rel} is outside the folder")
+            continue
+        if not path.exists():
+            verdict.not_released.append(name)
+            continue
+        if not path.is_file():
+            verdict.add(f"output {name}", False, f"{rel} is not a regular file")
             continue
         actual = hashlib.sha256(path.read_bytes()).hexdigest()
         verdict.add(f"output {name}", actual == _hex(entry.get("sha256")),

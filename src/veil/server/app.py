@@ -14,6 +14,7 @@ from veil.errors import VeilError, status_for
 from veil.jobs.bundle import RUNTIME
 from veil.release.manifest import ManifestError
 from veil.server import console, schemas
+from veil.server.deps import CallerDep
 from veil.server.platform import Platform
 from veil.server.routes import admin, attestation, budget, datasets, jobs
 from veil.tee.sandbox import SandboxError
@@ -57,9 +58,12 @@ def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
                 "insecure_dev": platform.settings.insecure_dev}
 
     @app.get("/api/v1/runtime", response_model=schemas.Runtime)
-    def runtime() -> dict[str, str]:
-        """What `veil job digest` must use to reproduce the server's bundle digests."""
-        return {"runtime": RUNTIME}
+    def runtime(caller: CallerDep) -> dict[str, object]:
+        """What `veil job digest` must use to reproduce the server's bundle digests, and the
+        secure stage's packages (for any signed-in user: versions are no one's data)."""
+        from veil.tee.runtime import describe
+
+        return {"runtime": RUNTIME, **describe()}
 
     return app
 

@@ -8,7 +8,7 @@ JupyterLab extension and the SDK consume these shapes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -112,6 +112,74 @@ class Job(_Public):
     outputs: list[Output]
 
 
+class BundleFile(_Public):
+    path: str
+    sha256: str
+    size: int
+
+
+class Bundle(_Public):
+    """What a provider approves: the measured bundle document and its digest."""
+
+    digest: str
+    format: str
+    runtime: str
+    entrypoint: str
+    inputs: list[str]
+    outputs: list[str]
+    files: list[BundleFile]
+
+
+class PreflightOutput(_Public):
+    """The gate's verdict on one output, previewed on the stage-1 views."""
+
+    name: str
+    kind: str
+    verdict: Literal["auto-release", "review", "refused"]
+    reason: str | None
+    epsilon: float | None
+    delta: float | None
+    charge_to: list[str]
+    detail: dict[str, Any]
+
+
+class PreflightBudget(_Public):
+    dataset: str
+    epsilon_needed: float
+    delta_needed: float
+    epsilon_left: float | None  # None: the dataset has no budget (DP outputs go to review)
+    delta_left: float | None
+    fits: bool | None
+    rule: str | None
+
+
+class PreflightError(_Public):
+    reason: str | None
+    error_type: str | None = None
+    cell: int | None = None
+    line: int | None = None
+    message: str | None = None
+
+
+class Preflight(_Public):
+    """A pre-flight run: nothing charged, nothing released (``charged``/``released`` say so)."""
+
+    ok: bool
+    digest: str
+    views: dict[str, str]  # dataset -> the stage-1 view it ran on
+    run_s: float
+    charged: bool
+    released: bool
+    outputs: list[PreflightOutput]
+    budgets: list[PreflightBudget]
+    error: PreflightError | None
+
+
+class RuntimePackage(_Public):
+    name: str
+    version: str
+
+
 class JobAttestation(_Public):
     job: str
     token: str
@@ -126,7 +194,14 @@ class Health(_Public):
 
 
 class Runtime(_Public):
+    """The secure stage's runtime: the bundle runtime string (part of every digest) and the
+    Python distributions a workload can import, whose digest each launch measures."""
+
     runtime: str
+    python: str
+    implementation: str
+    packages: list[RuntimePackage]
+    packages_digest: str
 
 
 class PartyInfo(_Public):

@@ -53,6 +53,40 @@ async def submit(request: Request, caller: Consumer, platform: PlatformDep) -> d
     The DB work must not run on the event loop: on SQLite it waits for the write lock, and
     the holder of that lock (an upload, say) may need the loop to make progress.
     """
+    spec, files = await _read_bundle_form(request, platform)
+    return await run_in_threadpool(_submit, platform, caller, spec, files)
+
+
+@router.post("/jobs/preflight", response_model=schemas.Preflight)
+async def preflight(request: Request, caller: Consumer, platform: PlatformDep) -> dict[str, Any]:
+    """Run the bundle on the caller's stage-1 views in the sandbox; preview the gate.
+
+    Same form as ``POST /jobs``. The sandbox runs in a worker thread, after the short
+    transaction that read the views has committed: no DB lock is held while it runs.
+    """
+    spec, files = await _read_bundle_form(request, platform)
+    return await run_in_threadpool(_preflight, platform, caller, spec, files)
+
+
+def _preflight(platform: Platform, caller: Caller, spec: JobSpec,
+               files: dict[str, bytes]) -> dict[str, Any]:
+    from veil.jobs import preflight
+    from veil.server.platform import operator_limits
+
+    with platform.db.transaction() as session:
+        plan = preflight.prepare(session, platform.catalog, caller, files,
+                                 entrypoint=spec.entrypoint, inputs=spec.inputs,
+                                 outputs=spec.outputs, backend=platform.secure_stage.name,
+                                 limits=operator_limits(platform.settings),
+                                 max_bundle_bytes=platform.settings.max_bundle_bytes)
+    scratch = platform.settings.run_dir / "_preflight"  # "_": never taken for a job dir
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return preflight.run(plan, platform.secure_stage.sandbox, scratch).to_json()
+
+
+async def _read_bundle_form(request: Request,
+                            platform: Platform) -> tuple[JobSpec, dict[str, bytes]]:
+    """The multipart form of a bundle (spec + files), size-checked before it is read."""
     limit = platform.settings.max_bundle_bytes
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit() or int(declared) > limit + 64 * 1024:
@@ -69,7 +103,7 @@ async def submit(request: Request, caller: Consumer, platform: PlatformDep) -> d
         if upload.filename in files:
             raise BundleError(f"file {upload.filename!r} appears twice")
         files[upload.filename] = await upload.read()
-    return await run_in_threadpool(_submit, platform, caller, spec, files)
+    return spec, files
 
 
 def _submit(platform: Platform, caller: Caller, spec: JobSpec,
@@ -95,6 +129,14 @@ def list_jobs(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
 def show(job_id: str, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
     with platform.db.transaction() as session:
         return service.describe(service.get(session, caller, job_id))
+
+
+@router.get("/jobs/{job_id}/bundle", response_model=schemas.Bundle)
+def bundle(job_id: str, caller: CallerDep, platform: PlatformDep) -> dict[str, Any]:
+    """The measured bundle document (the digest is over exactly this): for whoever sees the job."""
+    with platform.db.transaction() as session:
+        job = service.get(session, caller, job_id)
+        return {"digest": job.digest, **job.manifest}
 
 
 @router.get("/jobs/{job_id}/bundle/{name}")

@@ -276,6 +276,8 @@ class BubblewrapBackend:
                 output_over=output_over,
                 memory_hit=memory_hit,
                 pids_hit=pids_hit,
+                entry=entry,
+                columns=request.public_names,
             )
             return _host.settle(verdict, raw, request, written=out_src, staged=staged,
                                 insecure=False, backend=self.name)

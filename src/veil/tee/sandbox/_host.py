@@ -14,13 +14,14 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from veil.stage import ENV_INPUTS, ENV_OUTPUTS, ENV_STAGE, SECURE
+from veil.stage import ENV_INPUTS, ENV_OUTPUTS, ENV_STAGE, PREFLIGHT, SECURE
 
+from . import diagnostics
 from ._types import SandboxError, SandboxLimits, SandboxRequest, SandboxResult
 
 log = logging.getLogger("veil.tee.sandbox")
@@ -66,6 +67,8 @@ def validate_request(req: SandboxRequest, *, home: Path | None = None) -> Path:
     """
     if not isinstance(req.limits, SandboxLimits):
         raise SandboxError("limits must be a SandboxLimits")
+    if req.stage not in (SECURE, PREFLIGHT):
+        raise SandboxError(f"stage must be {SECURE!r} or {PREFLIGHT!r}")
     if not req.bundle_dir.is_dir():
         raise SandboxError("bundle_dir is not a directory")
     if not req.inputs_dir.is_dir():
@@ -133,7 +136,7 @@ def base_env(request: SandboxRequest, *, inputs: str, outputs: str, home: str) -
         "HOME": home,
         "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
-        ENV_STAGE: SECURE,
+        ENV_STAGE: request.stage,
         ENV_INPUTS: inputs,
         ENV_OUTPUTS: outputs,
         "MPLBACKEND": "Agg",
@@ -285,8 +288,11 @@ class Status:
     error_type: str | None = None
     cell: int | None = None
     limit: str | None = None
+    line: int | None = None
+    detail: tuple[str, ...] = ()
 
 
+_FINISHED_KEYS = frozenset({"v", "event", "status", "error_type", "cell", "limit"})
 _STATUSES = frozenset({"ok", "error", "setup-error"})
 _LIMITS = frozenset({*_LIMIT_REASONS, "wall"})
 
@@ -317,14 +323,8 @@ def parse_status(raw: bytes, overflow: bool) -> Status | None:
             if not isinstance(t_ns, int) or isinstance(t_ns, bool):
                 return None
             started = t_ns
-        elif rec.get("event") == "finished" and set(rec) == {
-            "v",
-            "event",
-            "status",
-            "error_type",
-            "cell",
-            "limit",
-        }:
+        elif rec.get("event") == "finished" and set(rec) in (
+            _FINISHED_KEYS, _FINISHED_KEYS | {"line", "detail"}):
             if finished is not None:
                 return None
             finished = rec
@@ -350,7 +350,16 @@ def parse_status(raw: bytes, overflow: bool) -> Status | None:
         return None
     if limit is not None and limit not in _LIMITS:
         return None
-    return Status(started, True, status, etype, cell, limit)
+    at_line, detail = finished.get("line"), finished.get("detail", [])
+    if at_line is not None and (
+        not isinstance(at_line, int) or isinstance(at_line, bool) or not 0 < at_line < 1_000_000
+    ):
+        return None
+    if not isinstance(detail, list) or len(detail) > 2 or not all(
+        isinstance(d, str) and len(d) <= 101 for d in detail
+    ):
+        return None
+    return Status(started, True, status, etype, cell, limit, at_line, tuple(detail))
 
 
 # --------------------------------------------------------------------------- outputs
@@ -470,6 +479,8 @@ class Verdict:
     error_type: str | None
     cell: int | None
     sandbox_start_s: float | None
+    line: int | None = None
+    message: str | None = None
 
 
 def classify(
@@ -480,8 +491,14 @@ def classify(
     output_over: bool,
     memory_hit: bool = False,
     pids_hit: bool = False,
+    entry: Path | None = None,
+    columns: Collection[str] = (),
 ) -> Verdict:
-    """Turn what the host observed into one short, data-free verdict (host facts first)."""
+    """Turn what the host observed into one short, data-free verdict (host facts first).
+
+    ``entry`` (the approved entrypoint) and ``columns`` (the inputs' schema columns) are what
+    ``diagnostics.diagnose`` may name in a workload error's message.
+    """
     status = parse_status(raw.status, raw.status_overflow)
     start = None
     if status is not None and status.started_ns is not None:
@@ -514,9 +531,9 @@ def classify(
         if status.limit is not None:
             return fail(_LIMIT_REASONS[status.limit])
         if status.status == "error" and etype is not None:
-            if is_notebook and cell is not None:
-                return fail(f"notebook raised {etype} in cell {cell}")
-            return fail(f"{'notebook' if is_notebook else 'script'} raised {etype}")
+            diag = _diagnose(status, entry, columns, is_notebook, cell)
+            return Verdict(False, diag.text("notebook" if is_notebook else "script"),
+                           diag.error_type, cell, start, diag.line, diag.message)
     signo = _signal_of(code)
     if signo == signal.SIGXCPU:
         return fail("cpu time limit")
@@ -529,6 +546,23 @@ def classify(
     if signo is not None:
         return fail(f"sandbox killed by signal {signal.Signals(signo).name}")
     return fail(f"sandbox exited abnormally (exit status {code})")
+
+
+def _diagnose(status: Status, entry: Path | None, columns: Collection[str], is_notebook: bool,
+              cell: int | None) -> diagnostics.Diagnostic:
+    source: str | None = None
+    vocabulary: frozenset[str] = frozenset()
+    if entry is not None:
+        try:
+            data = entry.read_bytes()
+        except OSError:
+            data = None
+        if data is not None:
+            source = diagnostics.cell_source(entry.name, data, cell)
+            vocabulary = diagnostics.public_vocabulary(entry.name, data, columns)
+    return diagnostics.diagnose(status.error_type, cell=cell, line=status.line,
+                                detail=status.detail, source=source, vocabulary=vocabulary,
+                                notebook=is_notebook)
 
 
 def _signal_of(code: int | None) -> int | None:
@@ -567,6 +601,8 @@ def settle(verdict: Verdict, raw: RawOutcome, request: SandboxRequest, *, writte
         reason=verdict.reason,
         error_type=verdict.error_type,
         cell=verdict.cell,
+        line=verdict.line,
+        message=verdict.message,
         duration_s=raw.duration_s,
         sandbox_start_s=verdict.sandbox_start_s,
         insecure=insecure,

@@ -73,7 +73,8 @@ class InsecureSubprocessBackend:
                 on_kill=_kill_tree,
             )
             verdict = _host.classify(
-                raw, limits=limits, is_notebook=entry.suffix == ".ipynb", output_over=False
+                raw, limits=limits, is_notebook=entry.suffix == ".ipynb", output_over=False,
+                entry=entry, columns=request.public_names
             )
             return _host.settle(verdict, raw, request, written=request.outputs_dir,
                                 staged=False, insecure=True, backend=self.name)

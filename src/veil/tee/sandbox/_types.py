@@ -71,6 +71,10 @@ class SandboxRequest:
     env: Mapping[str, str] = field(default_factory=dict)
     extra_ro_binds: Sequence[tuple[Path, str]] = ()
     extra_rw_binds: Sequence[tuple[Path, str]] = ()
+    # The inputs' schema columns: names a failure's diagnostic may quote (see diagnostics).
+    public_names: frozenset[str] = frozenset()
+    # What VEIL_STAGE says inside: "secure" for jobs, "preflight" for a run on stage-1 views.
+    stage: str = "secure"
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class SandboxResult:
     sandbox_start_s: float | None
     insecure: bool
     backend: str
+    line: int | None = None  # public facts only: see veil.tee.sandbox.diagnostics
+    message: str | None = None
 
 
 @runtime_checkable

@@ -7,8 +7,11 @@ standard library only (plus nbclient for notebooks).
 
 Reporting channel: newline-delimited JSON written to an inherited pipe (``--status-fd``):
 a ``started`` record just before the workload's first instruction, then one ``finished`` record.
-Tracebacks, exception messages and cell outputs are never reported (they may quote data); stdout
-and stderr are pointed at /dev/null before anything else runs.
+Tracebacks, exception messages and cell outputs are never reported as such (they may quote
+data): only the line number and, for a few classes, the one name the message is about (a
+module, a name, an attribute, a key), which the host keeps only when it is public (see
+``veil.tee.sandbox.diagnostics``). stdout and stderr are pointed at /dev/null before anything
+else runs.
 """
 
 from __future__ import annotations
@@ -46,9 +49,20 @@ _KNOWN_LIBRARY_ERRORS = frozenset(
 )
 _ERRNO_LIMITS = {errno.EFBIG: "fsize", errno.ENOSPC: "disk", errno.ENOMEM: "memory"}
 _EVALUE_ERRNO = re.compile(r"^\[Errno (\d+)\]")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_CELL_LINE = re.compile(r"(?:Cell In\[\d*\]|<ipython-input-[^>]*>), line (\d+)")
+_DETAIL_PATTERNS = {
+    "ModuleNotFoundError": re.compile(r"^No module named '([^']{1,100})'$"),
+    "ImportError": re.compile(r"^cannot import name '([^']{1,100})' from '([^']{1,100})'"),
+    "NameError": re.compile(r"^name '([^']{1,100})' is not defined"),
+    "UnboundLocalError": re.compile(r"^cannot access local variable '([^']{1,100})'"),
+    "AttributeError": re.compile(r"^'([^']{1,100})' object has no attribute '([^']{1,100})'$"),
+    "KeyError": re.compile(r"^'([^'\n]{1,100})'$"),
+}
+_MODULE_ATTR = re.compile(r"^module '([^']{1,100})' has no attribute '([^']{1,100})'$")
 
 
-def _safe_type_name(name: str) -> str:
+def safe_type_name(name: str) -> str:
     """Return `name` if it is a builtin exception or a well-known library one, else a generic."""
     builtin = getattr(builtins, name, None)
     if isinstance(builtin, type) and issubclass(builtin, BaseException):
@@ -56,6 +70,50 @@ def _safe_type_name(name: str) -> str:
     if name in _KNOWN_LIBRARY_ERRORS:
         return name
     return "OtherException"
+
+
+def detail_from_message(type_name: str, evalue: str) -> list[str]:
+    """The one name a known message is about (the host decides whether it may be shown)."""
+    if type_name == "AttributeError":
+        match = _MODULE_ATTR.match(evalue)
+        if match:
+            return [match.group(2), "module"]
+        match = _DETAIL_PATTERNS[type_name].match(evalue)
+        return [match.group(2), match.group(1)] if match else []
+    pattern = _DETAIL_PATTERNS.get(type_name)
+    match = pattern.match(evalue) if pattern is not None else None
+    return list(match.groups()) if match else []
+
+
+def _script_detail(exc: BaseException, path: str) -> tuple[int | None, list[str]]:
+    """Line in the entrypoint and the named thing, read from attributes (no ``str(exc)``)."""
+    import traceback
+
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == path:
+            line = frame.lineno
+    if isinstance(exc, SyntaxError) and exc.filename == path:
+        line = exc.lineno
+    name = getattr(exc, "name", None)
+    kind = type(exc).__name__
+    if kind == "ModuleNotFoundError" and isinstance(name, str):
+        return line, [name]
+    if kind == "ImportError" and isinstance(name, str):
+        return line, []
+    if kind in ("NameError", "UnboundLocalError") and isinstance(name, str):
+        return line, [name]
+    if kind == "AttributeError" and isinstance(name, str):
+        obj = getattr(exc, "obj", None)
+        return line, [name, "module" if type(obj).__name__ == "module" else type(obj).__name__]
+    if kind == "KeyError" and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return line, [exc.args[0]]
+    return line, []
+
+
+def _cell_line(traceback_text: str) -> int | None:
+    match = _CELL_LINE.search(_ANSI.sub("", traceback_text))
+    return int(match.group(1)) if match else None
 
 
 def _limit_hint(type_name: str, err_no: int | None) -> str | None:
@@ -90,6 +148,8 @@ class _Reporter:
         error_type: str | None = None,
         cell: int | None = None,
         limit: str | None = None,
+        line: int | None = None,
+        detail: list[str] | None = None,
     ) -> None:
         self.send(
             {
@@ -98,6 +158,8 @@ class _Reporter:
                 "error_type": error_type,
                 "cell": cell,
                 "limit": limit,
+                "line": line,
+                "detail": [str(d)[:101] for d in (detail or [])[:2]],
             }
         )
 
@@ -157,9 +219,13 @@ def _run_script(path: str, rep: _Reporter) -> int:
         rep.finished("error", "SystemExit")
         return 1
     except BaseException as exc:
-        name = _safe_type_name(type(exc).__name__)
+        name = safe_type_name(type(exc).__name__)
         err_no = exc.errno if isinstance(exc, OSError) else None
-        rep.finished("error", name, None, _limit_hint(type(exc).__name__, err_no))
+        try:
+            line, detail = _script_detail(exc, path)
+        except Exception:  # whatever the workload's exception does, the report goes out
+            line, detail = None, []
+        rep.finished("error", name, None, _limit_hint(type(exc).__name__, err_no), line, detail)
         return 1
     rep.finished("ok")
     return 0
@@ -206,10 +272,11 @@ def _run_notebook(path: str, rep: _Reporter, cell_timeout: int, tmp: str) -> int
     )
     index = -1
 
-    def fail(error_type: str, limit: str | None) -> None:
+    def fail(error_type: str, limit: str | None, line: int | None = None,
+             detail: list[str] | None = None) -> None:
         # Report first, then leave without the kernel's graceful shutdown: after a dead or
         # runaway kernel it can take many seconds, and the sandbox teardown kills it anyway.
-        rep.finished("error", error_type, index + 1 if index >= 0 else None, limit)
+        rep.finished("error", error_type, index + 1 if index >= 0 else None, limit, line, detail)
         os._exit(1)
 
     try:
@@ -223,15 +290,16 @@ def _run_notebook(path: str, rep: _Reporter, cell_timeout: int, tmp: str) -> int
         evalue = str(getattr(exc, "evalue", "") or "")
         match = _EVALUE_ERRNO.match(evalue)
         err_no = int(match.group(1)) if match else None
-        safe = _safe_type_name(ename) if ename.isidentifier() else "OtherException"
-        fail(safe, _limit_hint(ename, err_no))
+        safe = safe_type_name(ename) if ename.isidentifier() else "OtherException"
+        line = _cell_line(str(getattr(exc, "traceback", "") or ""))
+        fail(safe, _limit_hint(ename, err_no), line, detail_from_message(safe, evalue))
     except CellTimeoutError:
         fail("CellTimeoutError", "wall")
     except DeadKernelError:
         fail("DeadKernelError", _kernel_death_hint(km))
     except Exception as exc:  # kernel start-up or protocol failure, e.g. under a process limit
         err_no = exc.errno if isinstance(exc, OSError) else None
-        fail(_safe_type_name(type(exc).__name__), _limit_hint(type(exc).__name__, err_no))
+        fail(safe_type_name(type(exc).__name__), _limit_hint(type(exc).__name__, err_no))
     return 0
 
 
