@@ -205,23 +205,53 @@ class VeilSidebar extends Widget {
       return;
     }
     const pre = r.preflight;
-    const preflight = pre
-      ? el(
-          'ul',
-          { 'data-veil': 'preflight' },
-          ...(pre.outputs || []).map((o: Json) =>
+    const preflight = el(
+      'div',
+      { 'data-veil': 'preflight' },
+      el(
+        'div',
+        {},
+        pre.ok
+          ? `pre-flight on the views: ran in ${pre.run_s.toFixed(1)} s; nothing charged or released`
+          : 'pre-flight on the views: the notebook failed'
+      ),
+      ...(pre.error
+        ? [
             el(
-              'li',
-              {},
-              `${o.name}: ${o.verdict}` +
-                (o.reason ? ` — ${o.reason}` : '') +
-                (o.epsilon_needed !== undefined
-                  ? ` (ε ${fmt(o.epsilon_needed)} of ${fmt(o.epsilon_left)} left)`
-                  : '')
+              'div',
+              { class: 'veil-error', 'data-veil': 'preflight-error' },
+              [
+                pre.error.error_type,
+                pre.error.cell !== null ? `cell ${pre.error.cell}` : null,
+                pre.error.line !== null ? `line ${pre.error.line}` : null,
+                pre.error.message || pre.error.reason
+              ]
+                .filter(Boolean)
+                .join(' · ')
             )
+          ]
+        : []),
+      el(
+        'ul',
+        {},
+        ...(pre.outputs || []).map((o: Json) =>
+          el(
+            'li',
+            { 'data-veil': 'verdict-preview' },
+            `${o.name}: ${o.verdict}` +
+              (o.epsilon !== null ? ` (ε ${fmt(o.epsilon)})` : '') +
+              (o.reason ? ` — ${o.reason}` : '')
+          )
+        ),
+        ...(pre.budgets || []).map((b: Json) =>
+          el(
+            'li',
+            { class: b.fits === false ? 'veil-error' : '' },
+            `${b.dataset}: needs ε ${fmt(b.epsilon_needed)}, ${fmt(b.epsilon_left)} left`
           )
         )
-      : el('div', { class: 'veil-muted' }, 'no pre-flight on this server');
+      )
+    );
     const send = el('button', { 'data-veil': 'send' }, 'Submit');
     send.onclick = async () => {
       send.setAttribute('disabled', 'true');

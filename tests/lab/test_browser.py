@@ -77,7 +77,8 @@ def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, la
                                           "language": "python"}
         (root / "analysis.ipynb").write_text(json.dumps(demo))
         lab = lab_factory(server.url, researcher.token, root)
-        SHOTS.mkdir(parents=True, exist_ok=True)
+        if SHOTS:
+            Path(SHOTS).mkdir(parents=True, exist_ok=True)
 
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
@@ -116,6 +117,9 @@ def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, la
                 "inputs: hospital/visits, insurer/claims")
             expect(sidebar.locator('[data-veil="check-result"]')).to_contain_text(
                 "queries pinned")
+            expect(sidebar.locator('[data-veil="preflight"]')).to_contain_text(
+                "nothing charged or released")
+            expect(sidebar.locator('[data-veil="verdict-preview"]').first).to_be_visible()
             shown = digest.inner_text()
             _shot(page, "2-check.png")
 
@@ -156,8 +160,8 @@ def test_stage1_to_verified_result_without_leaving_jupyterlab(tmp_path: Path, la
             browser.close()
 
         folder = root / "veil-results" / job_id
-        assert (folder / "attestation.jwt").is_file()
-        assert (folder / "outputs" / "manifest.json").is_file()
+        assert (folder / "results" / "token.jwt").is_file()
+        assert (folder / "results" / "manifest.json").is_file()
         assert (folder / "verdict.json").is_file()
     finally:
         shutil.rmtree(tmp_path / "work" / ".ipynb_checkpoints", ignore_errors=True)

@@ -37,7 +37,7 @@ def test_submit_wait_download_verify_from_magics(live_server, tmp_path: Path, sh
 
     shell.run_line_magic("load_ext", "veil")
     shell.user_ns["__session__"] = str(tmp_path / "analysis.ipynb")  # as Jupyter sets it
-    job = shell.run_line_magic("veil", "submit")
+    job = shell.run_line_magic("veil", "submit --output rows")
     out = capsys.readouterr().out
     # Inputs found in the notebook, sorted: the digest does not depend on load order.
     assert job["inputs"] == ["hospital/visits", "insurer/claims"]
@@ -57,8 +57,9 @@ def test_submit_wait_download_verify_from_magics(live_server, tmp_path: Path, sh
 
     paths = shell.run_line_magic("veil", f"download {job['id']}")
     folder = tmp_path / "veil-results" / job["id"]
-    assert {p.name for p in paths} == {"rows.json", "manifest.json", "attestation.jwt"}
-    assert json.loads((folder / "outputs" / "rows.json").read_text())
+    assert {p.name for p in paths} == {"rows.json", "manifest.json", "token.jwt",
+                                       "attestation.json"}
+    assert json.loads((folder / "results" / "rows.json").read_text())
     report = shell.run_line_magic("veil", f"verify {job['id']}")
     assert report["ok"], report["checks"]
     assert {c["name"] for c in report["checks"]} >= {"signature and time", "bundle",
@@ -66,7 +67,7 @@ def test_submit_wait_download_verify_from_magics(live_server, tmp_path: Path, sh
     assert "VERIFIED" in capsys.readouterr().out
 
     # A downloaded output altered afterwards no longer verifies (claim by claim).
-    (folder / "outputs" / "rows.json").write_text("12345")
+    (folder / "results" / "rows.json").write_text("12345")
     report = shell.run_line_magic("veil", f"verify {job['id']}")
     assert not report["ok"]
     assert [c["name"] for c in report["checks"] if not c["ok"]] == ["output rows"]

@@ -43,7 +43,8 @@ def test_sidebar_routes(live_server, lab_factory, tmp_path: Path) -> None:
 
     inspected = lab.post("/veil/inspect", {"path": "analysis.ipynb"}).json()
     assert inspected["inputs"] == ["hospital/visits", "insurer/claims"]
-    assert inspected["preflight"] is None or "outputs" in inspected["preflight"]
+    preflight = inspected["preflight"]  # run on the views in the sandbox, nothing charged
+    assert preflight["ok"] and not preflight["charged"] and not preflight["released"]
     runtime = w.researcher._json("GET", "/runtime")["runtime"]
     expected = make_bundle({"analysis.ipynb": ANALYSIS}, entrypoint="analysis.ipynb",
                            inputs=["hospital/visits", "insurer/claims"], runtime=runtime)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.cleanroom.helpers import notebook
-from veil.lab import _adapter, workspace
+from veil.lab import workspace
 from veil.lab.workspace import LabError, detect_inputs, job_summary, resolve
 from veil.sdk.client import ApiError, Client
 
@@ -82,28 +83,33 @@ class _ForgedManifestServer(Client):
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         if path.endswith("/attestation"):
-            return {"token": "x.y.z", "manifest": {"outputs": [
-                {"name": "out", "file": self.file, "sha256": "0" * 64}]}}
-        return {"id": "j", "outputs": [{"name": "out", "status": "released"}]}
+            return {"token": "x.y.z", "jwks_uri": "/.well-known/jwks.json", "manifest": {
+                "outputs": [{"name": "out", "file": self.file, "sha256": "0" * 64}]}}
+        return {"id": "j", "digest": "sha256:0", "backend": "local-sandbox", "insecure": False,
+                "outputs": [{"name": "out", "status": "released", "sha256": _PAYLOAD_SHA}]}
 
     def output(self, job_id: str, name: str) -> bytes:
         return b"payload"
 
 
+_PAYLOAD_SHA = hashlib.sha256(b"payload").hexdigest()
+
+
 @pytest.mark.parametrize("file", ["../../escape.txt", "/tmp/abs.txt", "sub/dir.txt", ".."])
 def test_download_refuses_manifest_file_names_that_are_not_plain(tmp_path: Path,
                                                                  file: str) -> None:
-    folder = tmp_path / "results"
-    with pytest.raises(ApiError, match="unsafe file"):
-        _adapter.download_all(_ForgedManifestServer(file), "j", folder)
+    folder = tmp_path / "job"
+    with pytest.raises(ApiError, match="refusing to write"):
+        workspace.download(_ForgedManifestServer(file), "j", folder)
     assert not (tmp_path / "escape.txt").exists()
-    assert not (folder / _adapter.TOKEN_FILE).exists()  # nothing half-written to verify
+    assert not (folder / "results" / "token.jwt").exists()  # nothing half-written to verify
 
 
 def test_download_writes_outputs_manifest_and_token(tmp_path: Path) -> None:
-    paths = _adapter.download_all(_ForgedManifestServer("out.json"), "j", tmp_path)
-    assert {p.name for p in paths} == {"out.json", "manifest.json", "attestation.jwt"}
-    assert json.loads((tmp_path / "outputs" / "manifest.json").read_text())["outputs"]
+    paths = workspace.download(_ForgedManifestServer("out.json"), "j", tmp_path)
+    assert {p.name for p in paths} == {"out.json", "manifest.json", "token.jwt",
+                                       "attestation.json"}
+    assert json.loads((tmp_path / "results" / "manifest.json").read_text())["outputs"]
 
 
 def test_pinned_plans_come_from_the_file_beside_else_the_last_stage1_run(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from veil.lab import _adapter, workspace
+from veil.lab import workspace
 from veil.lab.workspace import LabError
 from veil.sdk.client import ApiError, Client
 
@@ -91,7 +91,7 @@ class StatusHandler(_VeilHandler):
         def work() -> dict[str, Any]:
             me = self.client.me()
             return {"url": self.client.url, "user": me.get("user"), "role": me.get("role"),
-                    "party": me.get("party"), "runtime": _adapter.runtime(self.client)}
+                    "party": me.get("party"), "runtime": self.client.runtime()["runtime"]}
         await self.run(work)
 
 
@@ -115,8 +115,7 @@ class InspectHandler(_VeilHandler):
             body = self.body()
             path = workspace.resolve(self.config_.root, str(body.get("path", "")))
             prepared = workspace.prepare(self.client, path, _inputs(body))
-            pre = _adapter.preflight(self.client, dict(prepared.files), prepared.entrypoint,
-                                     list(prepared.inputs))
+            pre = workspace.preflight(self.client, prepared)
             return {**prepared.describe(), "preflight": pre}
         await self.run(work)
 
@@ -155,7 +154,7 @@ class DownloadHandler(_VeilHandler):
         def work() -> dict[str, Any]:
             folder = workspace.job_folder(self.config_.root, job_id)
             folder.mkdir(parents=True, exist_ok=True)
-            paths = _adapter.download_all(self.client, job_id, folder)
+            paths = workspace.download(self.client, job_id, folder)
             root = self.config_.root.resolve()
             return {"folder": str(folder.resolve().relative_to(root)),
                     "files": [str(p.resolve().relative_to(root)) for p in paths]}

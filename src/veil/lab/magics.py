@@ -1,7 +1,7 @@
 """``%veil``: the workspace from any IPython front end (Notebook 7, VS Code, a terminal).
 
     %load_ext veil
-    %veil submit [PATH] [--input owner/name ...]   # default: the current notebook
+    %veil submit [PATH] [--input owner/name ...] [--output NAME ...]  # default: this notebook
     %veil jobs
     %veil wait JOB [--timeout S]
     %veil download JOB [--to DIR]
@@ -20,7 +20,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from veil.lab import _adapter, workspace
+from veil.lab import workspace
 from veil.sdk.client import ApiError, Client
 from veil.stage import ENV_OUTPUTS
 
@@ -48,7 +48,8 @@ class VeilMagics:
 
     def do_submit(self, args: argparse.Namespace) -> dict[str, Any]:
         path = Path(args.path) if args.path else self._current_notebook()
-        prepared = workspace.prepare(self.client, path.resolve(), args.input or ())
+        prepared = workspace.prepare(self.client, path.resolve(), args.input or (),
+                                     args.output or ())
         print(f"bundle {prepared.entrypoint} inputs {', '.join(prepared.inputs)}"
               f"{' (plans pinned)' if prepared.pinned else ''}\ndigest {prepared.digest}")
         job = workspace.submit(self.client, prepared, self.root)
@@ -72,7 +73,7 @@ class VeilMagics:
     def do_download(self, args: argparse.Namespace) -> list[Path]:
         folder = Path(args.to) if args.to else workspace.job_folder(self.root, args.job)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = _adapter.download_all(self.client, args.job, folder)
+        paths = workspace.download(self.client, args.job, folder)
         print(f"{len(paths)} files written to {folder}")
         return paths
 
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="submit a notebook or script")
     submit.add_argument("path", nargs="?")
     submit.add_argument("--input", "-i", action="append")
+    submit.add_argument("--output", "-o", action="append")
     sub.add_parser("jobs", help="your jobs")
     wait = sub.add_parser("wait", help="wait until a job needs you or is done")
     wait.add_argument("job")

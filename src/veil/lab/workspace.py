@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from veil.errors import VeilError
-from veil.lab import _adapter
 from veil.sdk.client import Client
 
 __all__ = ["LabError", "Prepared", "dataset_rows", "detect_inputs", "job_summary",
@@ -25,6 +24,7 @@ __all__ = ["LabError", "Prepared", "dataset_rows", "detect_inputs", "job_summary
 
 #: Where a job's submitted files, downloaded outputs, manifest and token go, per job.
 RESULTS_DIR = "veil-results"
+RESULTS_SUBDIR = "results"  # a job's downloaded outputs, manifest and token
 _LOAD_RE = re.compile(r"""veil\.load\(\s*(['"])([^'"]+)\1""")
 
 
@@ -143,11 +143,14 @@ def resolve(root: Path, relative: str) -> Path:
     return path
 
 
-def prepare(client: Client, path: Path, inputs: Sequence[str] = ()) -> Prepared:
+def prepare(client: Client, path: Path, inputs: Sequence[str] = (),
+            outputs: Sequence[str] = ()) -> Prepared:
     """Read the notebook (and a ``veil.plans.json`` beside it) and measure the bundle.
 
     The runtime comes from the server (`/runtime`), so the digest shown here is the one the
-    providers will be asked to approve; `submit` refuses if the server's differs.
+    providers will be asked to approve; `submit` refuses if the server's differs. The
+    declared outputs are ``outputs`` plus what the last stage-1 run published: the gate
+    refuses any output that was not declared.
     """
     from veil.jobs.bundle import BundleError, make_bundle
     from veil.names import InvalidName
@@ -156,16 +159,17 @@ def prepare(client: Client, path: Path, inputs: Sequence[str] = ()) -> Prepared:
     if not path.name.endswith((".ipynb", ".py")):
         raise LabError("only a notebook (.ipynb) or a script (.py) can be submitted")
     files = {path.name: path.read_bytes()}
-    plans, outputs = pinned_plans(path)
+    plans, published = pinned_plans(path)
+    declared = sorted(set(published) | set(outputs))
     if plans is not None:
         files[PINNED_PLANS_FILE] = plans
     found = list(inputs) or detect_inputs(files[path.name], entrypoint=path.name)
     if not found:
         raise LabError("no inputs: the notebook calls veil.load with no literal dataset name; "
                        "name the inputs explicitly")
-    runtime = _adapter.runtime(client)
+    runtime = str(client.runtime()["runtime"])
     try:
-        bundle = make_bundle(files, entrypoint=path.name, inputs=sorted(found), outputs=outputs,
+        bundle = make_bundle(files, entrypoint=path.name, inputs=sorted(found), outputs=declared,
                              runtime=runtime)
     except (BundleError, InvalidName) as exc:
         raise LabError(str(exc)) from None
@@ -197,6 +201,18 @@ def job_folder(results_root: Path, job_id: str) -> Path:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job_id):
         raise LabError("not a job id")
     return results_root / RESULTS_DIR / job_id
+
+
+def download(client: Client, job_id: str, folder: Path) -> list[Path]:
+    """Released outputs, ``manifest.json``, ``token.jwt`` and ``attestation.json`` into
+    ``folder/results`` (``Client.download_all``: names from the manifest never escape it)."""
+    return client.download_all(job_id, folder / RESULTS_SUBDIR)
+
+
+def preflight(client: Client, prepared: Prepared) -> dict[str, Any]:
+    """The gate's verdict per output on the stage-1 views, before anything is submitted."""
+    return client.preflight(dict(prepared.files), entrypoint=prepared.entrypoint,
+                            inputs=prepared.inputs, outputs=prepared.outputs)
 
 
 @dataclass
@@ -265,16 +281,17 @@ def verdict(client: Client, job_id: str, results_root: Path) -> dict[str, Any]:
     from veil.sdk.verify import verify_token
 
     folder = job_folder(results_root, job_id)
-    token_file = folder / _adapter.TOKEN_FILE
+    results = folder / RESULTS_SUBDIR
+    token_file = results / "token.jwt"
     if not token_file.is_file():
         raise LabError("download the job's results first (no token in its folder)")
-    jwks = _adapter.jwks(client)
+    jwks = client.jwks()
     bundle_dir = folder / "bundle"
     entry = client.job(job_id).get("entrypoint")
     bundle = sorted(bundle_dir.iterdir(), key=lambda p: (p.name != entry, p.name)) \
         if bundle_dir.is_dir() else []
     result = verify_token(token_file.read_text().strip(), jwks, bundle_files=bundle,
-                          outputs_dir=folder / _adapter.OUTPUTS_DIR)
+                          outputs_dir=results)
     if not bundle:
         result.add("bundle", False, "no local copy of the submitted files to recompute from")
     claims = result.claims
