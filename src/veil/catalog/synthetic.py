@@ -10,7 +10,7 @@ see only its DP figures.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -29,12 +29,17 @@ class SyntheticViewBuilder:
     def __init__(self, *, epsilon: float, delta: float = 0.0, rows: int = 1000,
                  seed: int | None = None, method: str = "mst",
                  bounds: dict[str, tuple[float, float]] | None = None,
+                 categories: dict[str, list[Any]] | None = None,
                  fit_rows_cap: int = FIT_ROWS_CAP, exclude: Sequence[str] = ()) -> None:
         self.epsilon, self.delta, self.rows, self.seed = epsilon, delta, rows, seed
-        # Columns left out of the fit (join keys: ``veil.catalog.joinkeys`` fills them in).
+        # Columns left out of the fit: join keys (``veil.catalog.joinkeys`` fills them in) and
+        # the policy's views.synthetic.exclude (left null).
         self.exclude = list(exclude)
         self.bounds = bounds or {}
+        self.categories = categories or {}
         self.method = method
+        # Told each phase of the fit ("bounds", "model", ...) so a build can show progress.
+        self.progress: Callable[[str], None] | None = None
         self._reservoir = SampleViewBuilder(rows=fit_rows_cap, seed=seed,
                                             max_rows=fit_rows_cap)
         self.report: Any = None  # FidelityReport once built (provider-side)
@@ -59,7 +64,8 @@ class SyntheticViewBuilder:
             real[column] = pd.to_datetime(real[column]).astype("int64").astype("float64")
         view = fit_synthetic(real, epsilon=self.epsilon, delta=self.delta or None,
                              method=self.method, rows=self.rows,  # type: ignore[arg-type]
-                             seed=self.seed, bounds=self.bounds or None)
+                             seed=self.seed, bounds=self.bounds or None,
+                             categories=self.categories or None, progress=self.progress)
         self.report = view.fidelity
         frame = view.frame
         for column in temporal:

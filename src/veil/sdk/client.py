@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,6 +19,13 @@ class ApiError(Exception):
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
+
+
+class BuildFailed(ApiError):
+    """A dataset's views could not be built; ``detail`` is the server's reason."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(422, detail)
 
 
 class Client:
@@ -67,14 +74,40 @@ class Client:
 
     # -- datasets ---------------------------------------------------------------------------
     def upload(self, name: str, data: Path | BinaryIO, *, policy: str, policy_format: str,
-               filename: str | None = None) -> dict[str, Any]:
+               filename: str | None = None, wait: bool = True,
+               progress: Callable[[dict[str, Any]], None] | None = None,
+               timeout_s: float = 3600.0) -> dict[str, Any]:
+        """Create the dataset and stream the data. The server answers once the data is
+        stored (status ``building``) and builds the views in the background; with ``wait``
+        this polls until they are ready (``progress`` sees each poll's dataset record) and
+        raises :class:`BuildFailed` with the server's reason if they cannot be built."""
         draft = self._json("POST", "/datasets", json={
             "name": name, "policy": policy, "policy_format": policy_format})
         if isinstance(data, Path):
             filename = filename or data.name
             with data.open("rb") as fh:
-                return self._upload_body(draft["id"], _chunks(fh), filename)
-        return self._upload_body(draft["id"], _chunks(data), filename or "upload.csv")
+                info = self._upload_body(draft["id"], _chunks(fh), filename)
+        else:
+            info = self._upload_body(draft["id"], _chunks(data), filename or "upload.csv")
+        return self.wait_ready(info["name"], progress=progress, timeout_s=timeout_s) \
+            if wait else info
+
+    def wait_ready(self, full_name: str, *, progress: Callable[[dict[str, Any]], None] | None
+                   = None, timeout_s: float = 3600.0, poll_s: float = 0.25) -> dict[str, Any]:
+        """Poll a dataset until its views are built; its record once ``ready``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self.dataset(full_name)
+            if progress is not None:
+                progress(info)
+            if info["status"] == "ready":
+                return info
+            if info["status"] == "failed":
+                reason = (info.get("build") or {}).get("reason", "the views could not be built")
+                raise BuildFailed(reason)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{full_name} is still {info['status']} after {timeout_s:g} s")
+            time.sleep(poll_s)
 
     def _upload_body(self, dataset_id: str, body: Iterator[bytes],
                      filename: str) -> dict[str, Any]:

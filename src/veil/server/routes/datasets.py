@@ -52,6 +52,7 @@ def describe(dataset: Dataset, *, owner_view: bool) -> dict[str, Any]:
     if owner_view:
         info["policy"] = dataset.policy
         info["schema"] = dataset.schema
+        info["build"] = dataset.build  # phase, progress, reason: the provider's own upload
     return info
 
 

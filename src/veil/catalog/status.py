@@ -1,0 +1,17 @@
+"""A dataset's life: ``draft`` (policy set) → ``building`` (data stored, views being built in
+the background) → ``ready`` or ``failed`` (with a reason). Only ``ready`` datasets are visible
+to consumers and usable by jobs; the strings are what the API and the database carry."""
+
+from __future__ import annotations
+
+from typing import Final
+
+DRAFT: Final = "draft"
+BUILDING: Final = "building"
+READY: Final = "ready"
+FAILED: Final = "failed"
+
+# Phases of a build, in order, as reported in ``Dataset.build["phase"]``.
+QUEUED: Final = "queued"
+READING: Final = "reading"  # streaming the stored data through the view builders
+STORING: Final = "storing"  # sealing the views and publishing them
