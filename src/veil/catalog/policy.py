@@ -166,7 +166,7 @@ class AttestationSpec(_Strict):
         return _unique(v, "attestation.allowed_backends")
 
 
-Category = str | int | bool
+Category = str | int | float | bool
 
 
 class PrivacyUnitSpec(_Strict):
@@ -291,9 +291,11 @@ class DatasetPolicy(_Strict):
                                  + ", ".join(clash))
         for column, values in self.categories.items():
             texts = [str(x).lower() if isinstance(x, bool) else str(x) for x in values]
-            kinds = {"text" if isinstance(x, str) else "number" for x in values}
+            kinds = {type(x) is bool or ("text" if isinstance(x, str) else "number")
+                     for x in values}
             if len(kinds) > 1:
-                raise ValueError(f"categories.{column} mixes text and numbers")
+                raise ValueError(f"categories.{column} mixes kinds of values (text, numbers, "
+                                 "true/false): a column's public values are all of one kind")
             if len(set(texts)) != len(texts):
                 raise ValueError(f"categories.{column} has values that read the same as text")
         return self

@@ -173,4 +173,7 @@ def _key(name: str) -> str:
 
 
 def _value(values: list[Any]) -> str:
-    return "[" + ", ".join(json.dumps(v) for v in values) + "]"  # JSON scalars are TOML
+    def one(v: Any) -> Any:
+        return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2**53 else v
+
+    return "[" + ", ".join(json.dumps(one(v)) for v in values) + "]"  # JSON scalars are TOML

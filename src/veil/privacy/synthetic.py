@@ -188,13 +188,14 @@ def _dp_bounds(name: str, values: np.ndarray, epsilon: float) -> tuple[tuple[flo
 
 def bounds_min_epsilon(rows: int, columns: int) -> float:
     """The smallest total epsilon at which DP bounds for ``columns`` numeric columns can work
-    on ``rows`` rows: the fullest grid bin must clear the noise-only threshold of
-    :func:`_dp_bounds`, and with data spread over a few bins it needs about twice that.
+    on ``rows`` rows: a grid bin must clear the noise-only threshold of :func:`_dp_bounds`,
+    and with data spread over a few bins (one per quarter decade) the fullest holds about a
+    quarter of the rows.
     Data-independent (rows are the provider's own count), so safe to show the provider."""
     if rows < 1 or columns < 1:
         return math.inf if columns >= 1 else 0.0
     per_column_threshold = math.log(len(_log_grid()) / _BOUNDS_FAILURE)  # times 1/eps_b
-    return 2.0 * per_column_threshold * columns / (_BOUNDS_SHARE * rows)
+    return 4.0 * per_column_threshold * columns / (_BOUNDS_SHARE * rows)
 
 
 def _numeric_edges(col: _Col, n_bins: int) -> list[float]:
