@@ -122,7 +122,8 @@ def test_view_config_errors_list_every_column_with_a_snippet_and_keep_the_draft(
 
 
 @pytest.mark.parametrize("extra, message", [
-    ('bounds = { cost = [0, 600] }\ncategories = { cost = [1, 2] }\n', "both categories and bounds"),
+    ('bounds = { cost = [0, 600] }\ncategories = { cost = [1, 2] }\n',
+     "both categories and bounds"),
     ('categories = { code = [1, "1"] }\n', "mixes kinds of values"),
     ('categories = { flag = [true, 1] }\n', "mixes kinds of values"),
     ('categories = { code = ["a", "a"] }\n', "must not repeat"),
