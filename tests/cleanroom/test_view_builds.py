@@ -104,9 +104,9 @@ def test_view_config_errors_list_every_column_with_a_snippet_and_keep_the_draft(
     assert caught.value.status == 422
     detail = caught.value.detail
     for needed in ("'sex' has only 2 distinct numbers", "'region' is text without public "
-                   "categories", "too small for 400 rows", "patient_id, age, cost"):
+                   "categories", "too small for 400 rows", "(age, cost)"):
         assert needed in detail, needed
-    assert "bounds = { patient_id = [" in detail and "sex = [1, 2]" in detail
+    assert "bounds = { age = [18, 89], cost = [" in detail and "sex = [1, 2]" in detail
     assert w.hospital.dataset("hospital/visits")["status"] == "draft"  # nothing lost
     # Paste the snippet's lines (with the provider's own public values) and it builds.
     fixed = ('bounds = { patient_id = [0, 1000], age = [0, 120], cost = [0, 5000] }\n'

@@ -30,7 +30,8 @@ class SyntheticViewBuilder:
                  seed: int | None = None, method: str = "mst",
                  bounds: dict[str, tuple[float, float]] | None = None,
                  categories: dict[str, list[Any]] | None = None,
-                 fit_rows_cap: int = FIT_ROWS_CAP, exclude: Sequence[str] = ()) -> None:
+                 fit_rows_cap: int = FIT_ROWS_CAP, exclude: Sequence[str] = (),
+                 unit_column: str | None = None, contributions: int = 1) -> None:
         self.epsilon, self.delta, self.rows, self.seed = epsilon, delta, rows, seed
         # Columns left out of the fit: join keys (``veil.catalog.joinkeys`` fills them in) and
         # the policy's views.synthetic.exclude (left null).
@@ -38,6 +39,10 @@ class SyntheticViewBuilder:
         self.bounds = bounds or {}
         self.categories = categories or {}
         self.method = method
+        # The privacy unit: at most ``contributions`` rows per ``unit_column`` value are fitted,
+        # so the spend is OpenDP's map at that distance (one unit, not one row).
+        self.unit_column = unit_column
+        self.contributions = contributions if unit_column is not None else 1
         # Told each phase of the fit ("bounds", "model", ...) so a build can show progress.
         self.progress: Callable[[str], None] | None = None
         self._reservoir = SampleViewBuilder(rows=fit_rows_cap, seed=seed,
@@ -52,7 +57,11 @@ class SyntheticViewBuilder:
 
         real = self._reservoir.build(schema)
         order = list(real.columns)
-        real = real.drop(columns=self.exclude)
+        if self.unit_column is not None:  # rows without a unit belong to no one: left out
+            unit = real[self.unit_column]
+            real = real[unit.notna()].groupby(unit[unit.notna()], sort=False) \
+                .head(self.contributions)
+        real = real.drop(columns=self.exclude).reset_index(drop=True)
         if self.exclude and real.shape[1] < 2:  # MST fits pairs of columns
             raise ViewUnavailable("the synthetic view needs at least two columns besides "
                                   "the join keys")
@@ -65,7 +74,8 @@ class SyntheticViewBuilder:
         view = fit_synthetic(real, epsilon=self.epsilon, delta=self.delta or None,
                              method=self.method, rows=self.rows,  # type: ignore[arg-type]
                              seed=self.seed, bounds=self.bounds or None,
-                             categories=self.categories or None, progress=self.progress)
+                             categories=self.categories or None, progress=self.progress,
+                             contributions=self.contributions)
         self.report = view.fidelity
         frame = view.frame
         for column in temporal:

@@ -50,7 +50,11 @@ class SyntheticColumns:
 
 def synthetic_columns(policy: DatasetPolicy, names: Sequence[str]) -> SyntheticColumns:
     spec = policy.views.synthetic
-    left_out = set(policy.join_keys) | set(spec.exclude if spec is not None else ())
+    unit = policy.privacy_unit.id_column if policy.privacy_unit is not None else None
+    # The privacy unit's id carries nothing a model could keep: never fitted (a join key gets
+    # pseudonyms, any other id column stays empty in the view).
+    left_out = set(policy.join_keys) | set(spec.exclude if spec is not None else ()) \
+        | ({unit} if unit is not None else set())
     fitted = [n for n in names if n not in left_out]
     bounds = {c: b for c, b in policy.all_bounds().items() if c in fitted}
     categories = {c: list(v) for c, v in policy.categories.items() if c in fitted}
@@ -105,7 +109,8 @@ def check_view_config(policy: DatasetPolicy, schema: Schema, rows: int) -> None:
     numeric = [c for c in dp_bounds if c.type in _NUMERIC]
     if numeric:
         counted = min((c.stats.count - c.stats.null_count) if c.stats else rows for c in numeric)
-        need = bounds_min_epsilon(counted, len(numeric))
+        k = policy.privacy_unit.max_contributions if policy.privacy_unit is not None else 1
+        need = bounds_min_epsilon(counted, len(numeric), k)
         if spec.epsilon < need:
             listed = ", ".join(c.name for c in numeric)
             problems.append(

@@ -368,5 +368,9 @@ def view_builders_for(
                     k: v for k, v in policy.all_bounds().items() if k not in join_keys},
                 categories=plan.categories if plan else {},
                 exclude=plan.exclude if plan else [*join_keys, *spec.exclude],
+                unit_column=None if policy.privacy_unit is None
+                else policy.privacy_unit.id_column,
+                contributions=1 if policy.privacy_unit is None
+                else policy.privacy_unit.max_contributions,
             ), spec.rows))
     return builders

@@ -154,7 +154,8 @@ def _classify(df: pd.DataFrame) -> list[_Col]:
     return cols
 
 
-def _dp_bounds(name: str, values: np.ndarray, epsilon: float) -> tuple[tuple[float, float], float]:
+def _dp_bounds(name: str, values: np.ndarray, epsilon: float,
+               d_in: int = D_IN) -> tuple[tuple[float, float], float]:
     """DP range of a column: a Laplace histogram over the public log grid; the bounds are the
     outer edges of the first and last bins whose noisy count clears a noise-only threshold.
 
@@ -174,7 +175,7 @@ def _dp_bounds(name: str, values: np.ndarray, epsilon: float) -> tuple[tuple[flo
             >> dp.m.then_laplace(scale)
         )
 
-    scale = calibrate(make, epsilon, 1.0 / epsilon)
+    scale = calibrate(make, epsilon, 1.0 / epsilon, d_in=d_in)
     meas = make(scale)
     counts = meas(values.tolist())[:-1]
     threshold = scale * math.log(len(edges) / _BOUNDS_FAILURE)
@@ -183,10 +184,10 @@ def _dp_bounds(name: str, values: np.ndarray, epsilon: float) -> tuple[tuple[flo
         raise SyntheticDataError(
             f"too few rows to choose DP bounds for {name!r} at this epsilon; pass bounds"
         )
-    return (edges[above[0]], edges[above[-1] + 1]), float(meas.map(D_IN))
+    return (edges[above[0]], edges[above[-1] + 1]), float(meas.map(d_in))
 
 
-def bounds_min_epsilon(rows: int, columns: int) -> float:
+def bounds_min_epsilon(rows: int, columns: int, contributions: int = 1) -> float:
     """The smallest total epsilon at which DP bounds for ``columns`` numeric columns can work
     on ``rows`` rows: a grid bin must clear the noise-only threshold of :func:`_dp_bounds`,
     and with data spread over a few bins (one per quarter decade) the fullest holds about a
@@ -195,7 +196,7 @@ def bounds_min_epsilon(rows: int, columns: int) -> float:
     if rows < 1 or columns < 1:
         return math.inf if columns >= 1 else 0.0
     per_column_threshold = math.log(len(_log_grid()) / _BOUNDS_FAILURE)  # times 1/eps_b
-    return 4.0 * per_column_threshold * columns / (_BOUNDS_SHARE * rows)
+    return 4.0 * per_column_threshold * columns * contributions / (_BOUNDS_SHARE * rows)
 
 
 def _numeric_edges(col: _Col, n_bins: int) -> list[float]:
@@ -262,6 +263,7 @@ def fit_synthetic(
     seed: int | None = None,
     n_bins: int = 16,
     progress: Callable[[str], None] | None = None,
+    contributions: int = D_IN,
 ) -> SyntheticView:
     """Fit a DP marginal model of ``df`` and sample a view of ``rows`` rows.
 
@@ -270,7 +272,8 @@ def fit_synthetic(
     ``delta`` defaults to 1e-9 and is only spent when some categorical column has no public
     categories (key discovery); otherwise the fit is pure eps-DP and the view reports
     delta = 0. ``progress`` is told each phase as it starts ("bounds", "model", "sampling",
-    "fidelity").
+    "fidelity"). ``contributions`` is how many rows of ``df`` one privacy unit can hold at
+    most (the caller has bounded it): every spend is OpenDP's map at that distance.
     """
     def phase(name: str) -> None:
         if progress is not None:
@@ -283,6 +286,9 @@ def fit_synthetic(
         raise InvalidParameterError(f"unknown method {method!r}; use 'mst' or 'aim'")
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise InvalidParameterError("rows must be a positive integer")
+    if isinstance(contributions, bool) or not isinstance(contributions, int) \
+            or contributions < 1:
+        raise InvalidParameterError("contributions must be a positive integer")
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 2 <= n_bins <= 256:
         raise InvalidParameterError("n_bins must be an integer in [2, 256]")
     if not isinstance(df, pd.DataFrame) or df.shape[1] == 0:
@@ -334,7 +340,7 @@ def fit_synthetic(
         for c in need_bounds:
             vals = df[c.name].to_numpy(dtype=float, na_value=np.nan)
             try:
-                c.bounds, spent = _dp_bounds(c.name, vals[~np.isnan(vals)], eps_b)
+                c.bounds, spent = _dp_bounds(c.name, vals[~np.isnan(vals)], eps_b, contributions)
             except SyntheticDataError:
                 failed.append(c.name)
                 spent = eps_b  # the release happened; it found nothing above the noise
@@ -344,7 +350,7 @@ def fit_synthetic(
                 f"too few rows to choose DP bounds at epsilon {eps:g} for "
                 f"{', '.join(map(repr, failed))}: give their public bounds "
                 f"(policy: bounds = {{ {failed[0]} = [lower, upper], ... }}) or raise epsilon "
-                f"to at least {bounds_min_epsilon(len(df), len(need_bounds)):.3g}")
+                f"to at least {bounds_min_epsilon(len(df), len(need_bounds), contributions):.3g}")
         eps_table = eps - math.fsum(spend.values())
     for c in cols:
         if c.kind != "cat":
@@ -361,12 +367,12 @@ def fit_synthetic(
     try:
         meas, _, _ = dp.mbi.make_contingency_table(
             _domain(cols), dp.symmetric_distance(), measure,
-            d_in=D_IN,  # type: ignore[arg-type]  # an int is the SymmetricDistance bound
+            d_in=contributions,  # type: ignore[arg-type]  # the SymmetricDistance bound
             d_out=d_out, keys=public_keys, algorithm=algorithm,
         )
     except (dp.OpenDPException, ValueError) as exc:
         raise SyntheticDataError(f"cannot build the {method} model: {exc}") from None
-    spent_table = meas.map(D_IN)
+    spent_table = meas.map(contributions)
     eps_t, dlt_t = spent_table if isinstance(spent_table, tuple) else (spent_table, 0.0)
     spend["model"] = float(eps_t)
 
