@@ -45,10 +45,31 @@ def test_upload_answers_building_and_the_builder_makes_it_ready(live_server,
     done = ready["build"]["done"]
     assert "reading" in done and "mock view" in done and "synthetic view" in done
     assert any(p.startswith("synthetic view: ") for p in done)  # the fit's own phases
-    # The view's epsilon is charged to the dataset's ledger, for every consumer.
+    # The view's epsilon is charged to the dataset's ledger, for every consumer, and shown.
     spent = ready["view_info"]["synthetic"]["dp"]["epsilon"]
     budget = next(b for b in w.researcher.budgets() if b["dataset"] == "hospital/visits")
     assert budget["epsilon_left"] == pytest.approx(3.0 - spent, abs=1e-9)
+    assert budget["views_epsilon"] == {"synthetic": pytest.approx(spent)}
+    # The provider's full report: per-column and pairwise errors, warnings, PNG plots.
+    report = ready["view_info"]["synthetic"]["fidelity"]
+    assert {"ks", "tv", "corr_delta", "mean_corr_delta", "lost_relationships"} \
+        <= set(report["relationships"])
+    assert isinstance(report["warnings"], list)
+    assert w.hospital.fidelity_plot("hospital/visits").startswith(b"\x89PNG")
+    for other in (w.researcher, w.insurer):  # drawn from real data: the owner only
+        with pytest.raises(ApiError) as caught:
+            other.fidelity_plot("hospital/visits")
+        assert caught.value.status in (403, 404)
+    # The researcher's summary is DP-safe: outputs of the DP fit only, no real-data figures.
+    public = w.researcher.dataset("hospital/visits")["view_info"]["synthetic"]
+    assert set(public) == {"rows", "dp"}
+    assert set(public["dp"]) == {"epsilon", "delta", "method", "rows", "spend",
+                                 "modelled_pairs"}
+    import veil.sdk
+
+    veil.sdk.connect(live_server.url, w.researcher.token)
+    frame = veil.sdk.load("hospital/visits", view="synthetic")
+    assert frame.attrs["veil_fidelity"] == public["dp"]
 
 
 def test_a_failed_build_says_why_and_the_provider_can_start_over(live_server, tmp_path: Path,

@@ -128,6 +128,8 @@ class SyntheticViewSpec(_Strict):
     # Columns left out of the fit (filled with nulls in the view): free text, identifiers.
     exclude: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list)
+    # A column to score the view by (train-synthetic-test-real) in the provider's report.
+    target: str | None = Field(default=None, min_length=1, max_length=256)
     # Deprecated spelling of the top-level ``bounds`` (kept so older policies still parse).
     bounds: dict[str, Bounds] = Field(default_factory=dict)
 

@@ -35,6 +35,7 @@ from veil.names import (
     dataset_blob_prefix,
     dataset_data_key,
     dataset_view_key,
+    dataset_view_plot_key,
     output_blob_key,
 )
 from veil.store.blobs import BlobStore
@@ -207,6 +208,20 @@ class Catalog:
                 built.views.append(DatasetView(dataset_id=dataset_id, kind=builder.name,
                                                rows=len(frame),
                                                meta=_view_meta(builders, builder.name)))
+                report = getattr(builder, "report", None)
+                if report is not None:  # the provider's plots, sealed like the view
+                    plot_key = dataset_view_plot_key(dataset_id, builder.name)
+                    plot = self.blobs.staging_path(plot_key)
+                    built.staged.append((plot, plot_key))
+                    png = plot.with_suffix(".png")
+                    try:
+                        report.plot_png(png)
+                        with png.open("rb") as src, plot.open("wb") as fh, EncryptingWriter(
+                                fh, dek, context=_context(dataset_id,
+                                                          f"plot:{builder.name}")) as writer:
+                            writer.write(src.read())
+                    finally:
+                        png.unlink(missing_ok=True)
             progress(status.STORING, 1.0)
         except BaseException:
             built.discard()
@@ -228,6 +243,19 @@ class Catalog:
                      detail={"views": [v.kind for v in built.views],
                              "dp_spent": {v.kind: v.meta["dp"] for v in built.views
                                           if "dp" in v.meta}})
+
+    def fidelity_plot(self, session: Session, caller: Caller, full_name: str,
+                      kind: str) -> bytes:
+        """The provider's PNG of a DP view's fidelity (it is drawn from the real data)."""
+        dataset = self.get(session, caller, full_name)
+        if caller.role is not Role.PROVIDER or dataset.party_id != caller.party_id:
+            raise NotFound(f"no fidelity plot of {full_name!r} for you (provider only)")
+        key = dataset_view_plot_key(dataset.id, kind)
+        if kind not in {v.kind for v in dataset.views} or not self.blobs.path(key).exists():
+            raise NotFound(f"dataset {full_name!r} has no fidelity plot for a {kind} view")
+        with self.blobs.path(key).open("rb") as fh:
+            return DecryptingReader(fh, self.data_key(dataset),
+                                    context=_context(dataset.id, f"plot:{kind}")).read()
 
     # -- job outputs: encrypted at rest like datasets --------------------------------------
     def seal_output(self, job: Job, name: str, source: Path) -> Path:

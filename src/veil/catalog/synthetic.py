@@ -31,7 +31,8 @@ class SyntheticViewBuilder:
                  bounds: dict[str, tuple[float, float]] | None = None,
                  categories: dict[str, list[Any]] | None = None,
                  fit_rows_cap: int = FIT_ROWS_CAP, exclude: Sequence[str] = (),
-                 unit_column: str | None = None, contributions: int = 1) -> None:
+                 unit_column: str | None = None, contributions: int = 1,
+                 target: str | None = None) -> None:
         self.epsilon, self.delta, self.rows, self.seed = epsilon, delta, rows, seed
         # Columns left out of the fit: join keys (``veil.catalog.joinkeys`` fills them in) and
         # the policy's views.synthetic.exclude (left null).
@@ -43,6 +44,7 @@ class SyntheticViewBuilder:
         # so the spend is OpenDP's map at that distance (one unit, not one row).
         self.unit_column = unit_column
         self.contributions = contributions if unit_column is not None else 1
+        self.target = target  # a column to score train-synthetic-test-real on (provider)
         # Told each phase of the fit ("bounds", "model", ...) so a build can show progress.
         self.progress: Callable[[str], None] | None = None
         self._reservoir = SampleViewBuilder(rows=fit_rows_cap, seed=seed,
@@ -76,10 +78,44 @@ class SyntheticViewBuilder:
                              seed=self.seed, bounds=self.bounds or None,
                              categories=self.categories or None, progress=self.progress,
                              contributions=self.contributions)
-        self.report = view.fidelity
+        self.report = _with_relationships(view.fidelity, real, view.frame, self.target)
         frame = view.frame
         for column in temporal:
             frame[column] = pd.to_datetime(frame[column].round(), unit="ns")
         for column in self.exclude:
             frame[column] = None  # a placeholder the join-key wrapper overwrites
         return frame[order]
+
+
+def _with_relationships(report: Any, real: pd.DataFrame, syn: pd.DataFrame,
+                        target: str | None) -> Any:
+    """Add the provider's relationship figures and warnings to the fit's report.
+
+    Read from the real fitting sample, so provider-only. TSTR: a model trained on 70% of that
+    sample and one trained on the view, both scored on the other 30% (the view saw those rows
+    in its DP fit; the figure is a guide, not a held-out estimate).
+    """
+    from dataclasses import replace
+
+    from veil.privacy.fidelity import LOST_CHANGE, STRONG, compare, tstr
+
+    cmp = compare(real, syn)
+    extra: dict[str, Any] = {"relationships": cmp.to_json()}
+    warnings = []
+    if cmp.lost:
+        warnings.append(f"relationships lost (real |corr| >= {STRONG}, moved by more than "
+                        f"{LOST_CHANGE}): {', '.join(cmp.lost)}")
+    if cmp.max_ks > 0.1:
+        worst = max(cmp.ks, key=lambda c: cmp.ks[c])
+        warnings.append(f"column distribution off: KS {cmp.max_ks:.2f} on {worst!r}")
+    if target is not None and target in real.columns and len(real) >= 20:
+        cut = int(len(real) * 0.7)
+        try:
+            extra["tstr"] = tstr(real.iloc[:cut], syn, real.iloc[cut:], target)
+        except ValueError as exc:  # e.g. a label the view never produced
+            extra["tstr"] = {"error": type(exc).__name__}
+        ratio = extra["tstr"].get("ratio")
+        if isinstance(ratio, float) and ratio < 0.9:
+            warnings.append(f"a model trained on the view scores {ratio:.0%} of one trained "
+                            f"on the real data (target {target!r})")
+    return replace(report, extra=extra, warnings=warnings)

@@ -372,5 +372,6 @@ def view_builders_for(
                 else policy.privacy_unit.id_column,
                 contributions=1 if policy.privacy_unit is None
                 else policy.privacy_unit.max_contributions,
+                target=spec.target,
             ), spec.rows))
     return builders

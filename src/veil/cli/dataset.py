@@ -96,3 +96,26 @@ def view(
         served, data = client(url, token).view(name, kind)
     output.write_bytes(data)
     console.print(f"{served} view of {name} written to {output}")
+
+
+@app.command()
+def fidelity(
+    name: str,
+    output: Path = typer.Option(..., "--output", "-o", help="where to write the PNG"),
+    kind: str = typer.Option("synthetic", "--kind"),
+    url: str = UrlOption,
+    token: str = TokenOption,
+) -> None:
+    """The provider's fidelity report of a DP view: figures, warnings, and PNG plots."""
+    with api_errors():
+        api = client(url, token)
+        report = (api.dataset(name)["view_info"].get(kind) or {}).get("fidelity")
+        png = api.fidelity_plot(name, kind)
+    output.write_bytes(png)
+    if report:
+        rel = report.get("relationships", {})
+        console.print(f"{name} {kind} view: mean |delta corr| {rel.get('mean_corr_delta')}, "
+                      f"max KS {rel.get('max_ks')}, tstr {report.get('tstr', '-')}")
+        for warning in report.get("warnings", []):
+            console.print(f"[yellow]warning[/yellow] {warning}")
+    console.print(f"plots written to {output}")

@@ -99,6 +99,7 @@ rows = 1000
 [views.synthetic]          # built in the background after the upload; charged to the budget
 epsilon = 1.0
 rows = 2000
+target = "approved"        # the provider's report scores a model trained on the view
 # patient_id is the privacy unit and a join key: not fitted, its pseudonyms are filled in.
 
 [budget]                   # 1.0 of it pays for the synthetic view, for every consumer

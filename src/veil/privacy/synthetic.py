@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +61,12 @@ class FidelityReport:
     method: str
     rows: int
     spend: dict[str, float] = field(default_factory=dict)
+    # The column pairs the DP model measured and keeps (its cliques): a DP output.
+    modelled_pairs: list[str] = field(default_factory=list)
+    # Provider-only figures from ``veil.privacy.fidelity`` (KS, correlation changes, lost
+    # relationships, TSTR) and the warnings they raise; added by the caller.
+    extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,17 +75,22 @@ class FidelityReport:
             "metric": "total_variation",
             "columns": dict(self.columns),
             "pairs": dict(self.pairs),
+            **self.extra,
+            "warnings": list(self.warnings),
             **self.public_json(),
         }
 
     def public_json(self) -> dict[str, Any]:
-        """What a consumer may see: the DP cost and how it was split, nothing from real data."""
+        """What a consumer may see. DP-safe: the cost, how it was split, and which column
+        pairs the model kept are all outputs of the DP fit (post-processing); nothing here
+        is computed from the real data."""
         return {
             "epsilon": self.epsilon,
             "delta": self.delta,
             "method": self.method,
             "rows": self.rows,
             "spend": dict(self.spend),
+            "modelled_pairs": list(self.modelled_pairs),
         }
 
     def plot_png(self, path: str | Path) -> Path:
@@ -381,9 +392,11 @@ def fit_synthetic(
     table = meas(real.lazy())
     phase("sampling")
     frame = _sample(table, cols, rows, seed)
+    modelled = sorted({"|".join(sorted(c)) for c in table.model.cliques if len(c) >= 2})
     total_eps = math.fsum(spend.values())
     phase("fidelity")
     fidelity = _fidelity(df, frame, cols, total_eps, float(dlt_t), method, rows, spend)
+    fidelity = replace(fidelity, modelled_pairs=modelled)
     spend["seconds"] = round(time.perf_counter() - t0, 3)
     return SyntheticView(frame, total_eps, float(dlt_t), method, fidelity)
 

@@ -125,6 +125,11 @@ class Client:
         response = self._call("GET", f"/datasets/{full_name}/view", params=params)
         return response.headers["X-Veil-View"], response.content
 
+    def fidelity_plot(self, full_name: str, kind: str = "synthetic") -> bytes:
+        """PNG plots of a DP view's fidelity (the dataset's provider only)."""
+        return self._call("GET", f"/datasets/{full_name}/fidelity.png",
+                          params={"kind": kind}).content
+
     def budgets(self) -> list[dict[str, Any]]:
         return self._json("GET", "/budgets")
 

@@ -51,6 +51,8 @@ class Budget(_Public):
     delta_left: float
     rule: str
     renewal: str | None
+    # Epsilon each stage-1 view spent (charged once, counted for every consumer, never renewed).
+    views_epsilon: dict[str, float] = Field(default_factory=dict)
 
 
 class Dataset(_Public):

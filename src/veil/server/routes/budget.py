@@ -33,5 +33,6 @@ def budgets(caller: CallerDep, platform: PlatformDep) -> list[dict[str, Any]]:
                     continue
                 left = ledger.remaining(session, dataset, parties[party])
                 if left is not None:
-                    rows.append({"consumer": party, **asdict(left)})
+                    rows.append({"consumer": party, **asdict(left),
+                                 "views_epsilon": ledger.view_spend(session, dataset)})
         return rows

@@ -123,6 +123,15 @@ def view(owner: str, name: str, caller: CallerDep, platform: PlatformDep,
                         headers={"X-Veil-View": served})
 
 
+@router.get("/datasets/{owner}/{name}/fidelity.png")
+def fidelity_plot(owner: str, name: str, caller: Provider, platform: PlatformDep,
+                  kind: Literal["synthetic"] = "synthetic") -> Response:
+    """The owner's fidelity plots of a DP view (drawn from the real data: provider only)."""
+    with platform.db.transaction() as session:
+        data = platform.catalog.fidelity_plot(session, caller, f"{owner}/{name}", kind)
+        return Response(data, media_type="image/png")
+
+
 class _BodyReader(io.RawIOBase):
     """A blocking file-like view of the async request body, for the ingest thread."""
 
