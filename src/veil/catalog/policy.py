@@ -230,6 +230,9 @@ class DatasetPolicy(_Strict):
     # The probability with which each distinct real key is sampled into a view (default
     # DEFAULT_JOIN_SAMPLE_RATE); a view never holds more keys than it has rows.
     join_sample_rate: float | None = Field(default=None, gt=0.0, le=1.0)
+    # Each join key value is in at most one row (joins on it are one-to-one): checked at
+    # upload, and an upload that repeats a key is refused.
+    join_one_to_one: bool = False
 
     @field_validator("consumers")
     @classmethod
@@ -252,6 +255,8 @@ class DatasetPolicy(_Strict):
     def _join_sampling(self) -> DatasetPolicy:
         if self.join_sample_rate is not None and not self.join_keys:
             raise ValueError("join_sample_rate is only meaningful with join_keys")
+        if self.join_one_to_one and not self.join_keys:
+            raise ValueError("join_one_to_one is only meaningful with join_keys")
         return self
 
     @property
