@@ -138,12 +138,14 @@ def _fidelity(name: str, method: str, bins: int, seed: int,
                           integer=df[c].dtype.kind == "i")
         bounds[c] = (lo, hi)
     t0 = time.perf_counter()
-    view = fit_synthetic(train, epsilon=1.0, method=method, rows=len(train), seed=seed,  # type: ignore[arg-type]
-                         bounds=bounds, categories=categories, n_bins=bins)
+    view = fit_synthetic(train, epsilon=1.0, method=method,  # type: ignore[arg-type]
+                         rows=len(train), seed=seed, bounds=bounds, categories=categories,
+                         n_bins=bins)
     secs = time.perf_counter() - t0
     cmp = compare(train, view.frame)
     score = tstr(train, view.frame, test, target)
-    return {"dataset": name + (" (DP bounds)" if dp_bounds else ""), "rows": len(train), "columns": df.shape[1], "method": method,
+    return {"dataset": name + (" (DP bounds)" if dp_bounds else ""), "rows": len(train),
+            "columns": df.shape[1], "method": method,
             "bins": bins, "seconds": round(secs, 1), "epsilon": round(view.epsilon, 4),
             "mean_corr_delta": round(cmp.mean_corr_delta, 4), "max_ks": round(cmp.max_ks, 4),
             "worst_ks": max(cmp.ks, key=cmp.ks.get) if cmp.ks else "",  # type: ignore[arg-type]
@@ -151,13 +153,14 @@ def _fidelity(name: str, method: str, bins: int, seed: int,
 
 
 def _print_fidelity(r: dict[str, object]) -> None:
-    t = r["tstr"]
-    assert isinstance(t, dict)
+    t, lost = r["tstr"], r["lost"]
+    assert isinstance(t, dict) and isinstance(lost, list)
     print(f"{r['dataset']:<24} n={r['rows']:>6,} cols={r['columns']:>2} {r['method']} "
           f"bins={r['bins']} eps={r['epsilon']} time={r['seconds']}s  "
           f"mean|dcorr|={r['mean_corr_delta']:.3f}  max KS={r['max_ks']:.3f} "
           f"({r['worst_ks']})  TSTR {t['metric']} {t['train_synthetic']:.3f} vs real "
-          f"{t['train_real']:.3f} (ratio {t['ratio']:.2f})  lost={r['lost']}")
+          f"{t['train_real']:.3f} (ratio {t['ratio']:.2f})  "
+          f"lost={len(lost)} {lost[:3]}{' ...' if len(lost) > 3 else ''}")
 
 
 def main() -> None:
