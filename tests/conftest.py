@@ -111,8 +111,7 @@ def _serve(settings: object, *, workers: int, limits: object) -> Iterator[LiveSe
         if time.monotonic() > deadline:
             raise RuntimeError("server did not start")
         time.sleep(0.02)
-    if workers:
-        platform.start_workers(workers, limits)
+    platform.start_workers(workers, limits)  # workers=0 still builds views
     try:
         yield LiveServer(f"http://127.0.0.1:{port}", platform, admin_token)
     finally:

@@ -17,7 +17,8 @@ base, so existing ``except ValueError`` and the like still catch them):
     ├── InvalidName*  422                   [names]      a name outside its grammar
     │   └── BlobError  422                  [store.blobs] a blob key outside its grammar
     ├── CatalogError  422                   [catalog.errors]
-    │   ├── MalformedUpload, UnsupportedFormat, SchemaRejected, PolicyError, ViewUnavailable
+    │   ├── MalformedUpload, UnsupportedFormat, SchemaRejected, PolicyError, ViewUnavailable,
+    │   │   ViewConfigError
     │   └── UploadTooLarge  413
     ├── BundleError*  422                   [jobs.bundle]
     ├── JobError*  422                      [jobs.service]

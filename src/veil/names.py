@@ -135,6 +135,22 @@ def dataset_view_key(dataset_id: str, kind: str) -> str:
     return f"{dataset_blob_prefix(dataset_id)}/view-{kind}.enc"
 
 
+def dataset_view_plot_key(dataset_id: str, kind: str) -> str:
+    """The provider's fidelity plot (PNG) of a DP view."""
+    _check(_VIEW_KIND, kind, "view kind", "lowercase letters")
+    return f"{dataset_blob_prefix(dataset_id)}/view-{kind}-fidelity.png.enc"
+
+
+def view_charge_name(kind: str) -> str:
+    """The ledger's name for what a DP view spent. The colon keeps it apart from every job
+    output name (``check_output`` allows none)."""
+    _check(_VIEW_KIND, kind, "view kind", "lowercase letters")
+    return f"view:{kind}"
+
+
+VIEW_CHARGE_PREFIX = "view:"
+
+
 def bundle_blob_key(job_id: str, file: str) -> str:
     return f"jobs/{_id(job_id, 'job id')}/bundle/{_segment(check_bundle_file(file))}"
 

@@ -113,6 +113,20 @@ def test_policy_naming_a_missing_join_key_is_refused(tmp_path: Path) -> None:
         _upload(floats, 'join_keys = ["pid"]\n', CollaborationKey.generate(), tmp_path / "f")
 
 
+def test_a_repeated_key_where_one_to_one_is_declared_is_refused(tmp_path: Path) -> None:
+    a, b = _pair(n=500)  # a repeats every pid twice; b has each once
+    doc = 'join_keys = ["pid"]\njoin_one_to_one = true\n'
+    with pytest.raises(SchemaRejected, match=r"'pid' is declared one-to-one .* 500 rows repeat"):
+        _upload(a, doc, CollaborationKey.generate(), tmp_path / "a")
+    assert not (tmp_path / "a" / "data").exists()
+    assert _upload(b, doc, CollaborationKey.generate(), tmp_path / "b").rows == 500
+    text = pd.DataFrame({"pid": ["k1", "k2", "k1"], "x": [1, 2, 3]})
+    with pytest.raises(SchemaRejected, match="1 rows repeat"):
+        _upload(text, doc, CollaborationKey.generate(), tmp_path / "t")
+    with pytest.raises(PolicyError, match="join_one_to_one"):
+        parse_policy("join_one_to_one = true\n", format="toml")
+
+
 def test_join_key_policy_fields_are_strict() -> None:
     with pytest.raises(PolicyError, match="join_keys"):
         parse_policy('join_keys = ["a", "a"]\n', format="toml")

@@ -71,6 +71,8 @@ MATRIX = [
     ("/datasets", "GET", None, [401, 200, 200, 200, 200, 200]),
     ("/datasets/hospital/visits", "GET", None, [401, 200, 200, 404, 200, 404]),
     ("/datasets/hospital/visits/view", "GET", None, [401, 200, 200, 404, 200, 404]),
+    # The owner's fidelity plots of a DP view (this dataset has none: 404 even for the owner).
+    ("/datasets/hospital/visits/fidelity.png", "GET", None, [401, 403, 404, 404, 403, 403]),
     ("/datasets/{ds}/data", "PUT", None, [401, 403, 409, 404, 403, 403]),
     ("/jobs", "GET", None, [401, 200, 200, 200, 200, 200]),
     ("/jobs/{job}", "GET", None, [401, 200, 200, 404, 200, 404]),
@@ -105,7 +107,9 @@ def test_no_route_returns_raw_data(setup) -> None:
     assert "/raw" not in paths and "/download" not in paths
     dataset_gets = [p for p, ops in spec["paths"].items() if p.startswith("/api/v1/datasets")
                     and "get" in ops]
+    # fidelity.png: plots for the dataset's own provider (authorised in the matrix above).
     assert sorted(dataset_gets) == ["/api/v1/datasets", "/api/v1/datasets/{owner}/{name}",
+                                    "/api/v1/datasets/{owner}/{name}/fidelity.png",
                                     "/api/v1/datasets/{owner}/{name}/view"]
 
 

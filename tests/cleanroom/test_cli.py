@@ -56,6 +56,7 @@ def test_upload_and_view_from_the_cli(live_server, tmp_path: Path) -> None:
               url=live_server.url, token=w.hospital.token)
     assert up.returncode == 0, up.stderr
     assert "hospital/visits: 100 rows" in up.stdout
+    assert "hospital/visits: ready" in up.stdout  # waited for the background build
     out = tmp_path / "view.parquet"
     got = veil("dataset", "view", "hospital/visits", "--kind", "mock", "-o", str(out),
                url=live_server.url, token=w.researcher.token)

@@ -110,7 +110,8 @@ def test_fidelity_report(small: tuple[pd.DataFrame, SyntheticView], tmp_path: Pa
         ({"bounds": {"age": None}}, InvalidParameterError),
         ({"bounds": {"sex": (0, 1)}}, InvalidParameterError),
         ({"bounds": {"nope": (0, 1)}}, InvalidParameterError),
-        ({"categories": {"age": [1, 2]}}, InvalidParameterError),
+        ({"categories": {"age": ["a", "b"]}}, InvalidParameterError),  # text for a number
+        ({"categories": {"nope": [1]}}, InvalidParameterError),
         ({"categories": {"sex": []}}, InvalidParameterError),
         ({"categories": {"sex": ["F", "F"]}}, InvalidParameterError),
     ],
@@ -131,9 +132,12 @@ def test_unknown_option_and_unsupported_column() -> None:
         fit_synthetic(df, epsilon=1.0, rows=10)
 
 
-def test_too_few_rows_for_dp_bounds() -> None:
-    with pytest.raises(SyntheticDataError, match="pass bounds"):
+def test_too_few_rows_for_dp_bounds_names_every_column_and_the_epsilon_that_works() -> None:
+    with pytest.raises(SyntheticDataError) as caught:
         fit_synthetic(_data(5), epsilon=0.01, rows=10)
+    message = str(caught.value)
+    assert "'age'" in message and "'cost'" in message and "bounds = {" in message
+    assert "raise epsilon to at least" in message
 
 
 @pytest.mark.slow

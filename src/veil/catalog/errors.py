@@ -11,6 +11,7 @@ __all__ = [
     "SchemaRejected",
     "UnsupportedFormat",
     "UploadTooLarge",
+    "ViewConfigError",
     "ViewUnavailable",
 ]
 
@@ -54,3 +55,18 @@ class PolicyError(CatalogError):
 
 class ViewUnavailable(CatalogError):
     """A requested stage-1 view has no registered builder or is not permitted by the policy."""
+
+
+class ViewConfigError(CatalogError):
+    """The policy's view settings cannot work for this data: every problem at once, and a
+    TOML snippet the provider can paste into ``[views.synthetic]`` to fix them."""
+
+    def __init__(self, problems: list[str], snippet: str = "") -> None:
+        self.problems = list(problems)
+        self.snippet = snippet
+        text = "the synthetic view cannot be built as configured:\n" + "\n".join(
+            f"  - {p}" for p in self.problems)
+        if snippet:
+            text += "\nadd to the policy (replace the example values with public knowledge):\n" \
+                + snippet
+        super().__init__(text)

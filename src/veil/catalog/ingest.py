@@ -41,7 +41,7 @@ from veil.catalog.errors import (
     UploadTooLarge,
     ViewUnavailable,
 )
-from veil.catalog.joinkeys import join_key_problems
+from veil.catalog.joinkeys import UniqueKeyCheck, join_key_problems
 from veil.catalog.policy import DatasetPolicy
 from veil.catalog.schema import (
     ColumnType,
@@ -414,6 +414,8 @@ def ingest(
             if problems:
                 raise SchemaRejected(problems)
         inferrer = SchemaInferrer(arrow_schema, declared)
+        unique = UniqueKeyCheck(policy.join_keys) \
+            if policy is not None and policy.join_one_to_one else None
         rows = 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as raw:
@@ -427,6 +429,8 @@ def ingest(
                         rows += batch.num_rows
                         _check_finite(batch)
                         inferrer.observe(batch)
+                        if unique is not None:
+                            unique.observe(batch)
                         for view in views:
                             view.observe(batch)
                         writer.write_batch(batch)
@@ -439,6 +443,8 @@ def ingest(
         schema = inferrer.finish()
         if spec is not None:
             validate(schema, spec)
+        if unique is not None and (repeated := unique.problems()):
+            raise SchemaRejected(repeated)
         built = {view.name: view.build(schema) for view in views}
         os.link(tmp, dest)  # fails rather than overwrite if dest appeared meanwhile
         return IngestResult(

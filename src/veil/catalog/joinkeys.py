@@ -83,6 +83,38 @@ def join_key_problems(arrow_schema: pa.Schema, join_keys: Sequence[str]) -> list
     return problems
 
 
+class UniqueKeyCheck:
+    """Counts repeated values of join-key columns declared one-to-one (``join_one_to_one``).
+
+    Keeps one 64-bit fingerprint per row (ints as themselves, strings by a per-process
+    hash): 8 bytes a row, sorted once at the end. A hash collision could only report a
+    repeat that is not there, never hide one. Nulls are not keys and are not counted.
+    """
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self._parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+
+    def observe(self, batch: pa.RecordBatch) -> None:
+        for column, parts in self._parts.items():
+            arr = batch.column(column).drop_null()
+            if pa.types.is_integer(arr.type):
+                parts.append(arr.cast(pa.int64()).to_numpy(zero_copy_only=False))
+            else:
+                parts.append(np.fromiter((hash(v) for v in arr.to_pylist()), dtype=np.int64,
+                                         count=len(arr)))
+
+    def problems(self) -> list[str]:
+        out = []
+        for column, parts in self._parts.items():
+            keys = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+            repeats = len(keys) - len(np.unique(keys))
+            if repeats:
+                out.append(f"join key column {column!r} is declared one-to-one "
+                           f"(join_one_to_one = true) but {repeats:,} rows repeat a key "
+                           "already seen")
+        return out
+
+
 class JoinKeySample:
     """A coordinated Poisson sample (rate ``q``) of one column's distinct keys, at most ``cap``.
 

@@ -7,6 +7,7 @@ never silently fall back to a weaker default (fail closed).
 from __future__ import annotations
 
 import json
+import math
 import re
 import tomllib
 from typing import Annotated, Any, Literal
@@ -156,13 +157,34 @@ class SampleViewSpec(_Strict):
         return self
 
 
+Bounds = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
 class SyntheticViewSpec(_Strict):
+    """A DP synthetic view (``veil.privacy.synthetic``), built in the background after upload.
+
+    Public knowledge feeds it from the top level of the policy: ``categories`` (every allowed
+    value of a column) and ``bounds`` (a numeric column's range). Numeric columns without
+    bounds get DP-chosen bounds (10% of epsilon); text columns without categories are
+    discovered with OpenDP's thresholded key release, which needs ``delta > 0``.
+    """
+
     epsilon: float = Field(gt=0.0)
     delta: float = Field(default=0.0, ge=0.0, lt=1.0)
     rows: int = Field(default=1000, ge=1, le=1_000_000)
-    # Public bounds for numeric columns; the others get DP-chosen bounds (part of epsilon).
-    bounds: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
-        default_factory=dict)
+    method: Literal["mst", "aim"] = "mst"
+    # Columns left out of the fit (filled with nulls in the view): free text, identifiers.
+    exclude: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list)
+    # A column to score the view by (train-synthetic-test-real) in the provider's report.
+    target: str | None = Field(default=None, min_length=1, max_length=256)
+    # Deprecated spelling of the top-level ``bounds`` (kept so older policies still parse).
+    bounds: dict[str, Bounds] = Field(default_factory=dict)
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, v: list[str]) -> list[str]:
+        return _unique(v, "views.synthetic.exclude")
 
 
 class ViewsSpec(_Strict):
@@ -194,7 +216,7 @@ class AttestationSpec(_Strict):
         return _unique(v, "attestation.allowed_backends")
 
 
-Category = str | int | bool
+Category = str | int | float | bool
 
 
 class PrivacyUnitSpec(_Strict):
@@ -237,8 +259,11 @@ class DatasetPolicy(_Strict):
     budget: BudgetPolicy | None = None
     attestation: AttestationSpec | None = None
     privacy_unit: PrivacyUnitSpec | None = None
-    # Public group keys per column: the only keys a DP group-by may release.
+    # Public group keys per column: the only keys a DP group-by may release; the synthetic
+    # view models these columns as categories with exactly these values.
     categories: dict[str, list[Category]] = Field(default_factory=dict)
+    # Public ranges of numeric columns (lower, upper), e.g. from a data dictionary.
+    bounds: dict[str, Bounds] = Field(default_factory=dict)
     # What the release executor does with aggregate-table groups below min_group_size.
     small_groups: Literal["drop", "refuse"] = "refuse"
     limits: LimitsSpec | None = None
@@ -253,6 +278,9 @@ class DatasetPolicy(_Strict):
     # The probability with which each distinct real key is sampled into a view (default
     # DEFAULT_JOIN_SAMPLE_RATE); a view never holds more keys than it has rows.
     join_sample_rate: float | None = Field(default=None, gt=0.0, le=1.0)
+    # Each join key value is in at most one row (joins on it are one-to-one): checked at
+    # upload, and an upload that repeats a key is refused.
+    join_one_to_one: bool = False
 
     @field_validator("consumers")
     @classmethod
@@ -275,6 +303,8 @@ class DatasetPolicy(_Strict):
     def _join_sampling(self) -> DatasetPolicy:
         if self.join_sample_rate is not None and not self.join_keys:
             raise ValueError("join_sample_rate is only meaningful with join_keys")
+        if self.join_one_to_one and not self.join_keys:
+            raise ValueError("join_one_to_one is only meaningful with join_keys")
         return self
 
     @property
@@ -291,6 +321,47 @@ class DatasetPolicy(_Strict):
             if len({json.dumps(x) for x in values}) != len(values):
                 raise ValueError(f"categories.{column} must not repeat")
         return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        for column, (lo, hi) in v.items():
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+                raise ValueError(f"bounds.{column} must be finite with lower < upper")
+        return v
+
+    @model_validator(mode="after")
+    def _public_knowledge(self) -> DatasetPolicy:
+        """A column is either categorical or numeric, and has one set of public bounds."""
+        both = sorted(set(self.categories) & set(self.all_bounds()))
+        if both:
+            raise ValueError("columns with both categories and bounds (choose one): "
+                             + ", ".join(both))
+        syn = self.views.synthetic
+        if syn is not None:
+            clash = sorted(c for c, b in syn.bounds.items()
+                           if c in self.bounds and self.bounds[c] != b)
+            if clash:
+                raise ValueError("bounds and views.synthetic.bounds disagree for "
+                                 + ", ".join(clash))
+        for column, values in self.categories.items():
+            texts = [str(x).lower() if isinstance(x, bool) else str(x) for x in values]
+            kinds = {type(x) is bool or ("text" if isinstance(x, str) else "number")
+                     for x in values}
+            if len(kinds) > 1:
+                raise ValueError(f"categories.{column} mixes kinds of values (text, numbers, "
+                                 "true/false): a column's public values are all of one kind")
+            if len(set(texts)) != len(texts):
+                raise ValueError(f"categories.{column} has values that read the same as text")
+        return self
+
+    def all_bounds(self) -> dict[str, tuple[float, float]]:
+        """Public bounds per column: the top level, then ``views.synthetic.bounds``."""
+        out = {c: (b[0], b[1]) for c, b in self.bounds.items()}
+        if self.views.synthetic is not None:
+            for c, b in self.views.synthetic.bounds.items():
+                out.setdefault(c, (b[0], b[1]))
+        return out
 
     def public_rules(self) -> dict[str, Any]:
         """What a consumer may see to develop DP queries: the unit and the public keys."""

@@ -32,6 +32,11 @@ COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
 # A string column is a category when it has at most this many distinct values and they make up
 # at most half of its non-null values (so a column of unique names never becomes a category).
 CATEGORY_MAX_DISTINCT = 1000
+# Numeric columns count their distinct values up to this many (a low-cardinality number such as
+# a 1/2 sex code is a category in disguise; the synthetic view needs to know).
+NUMERIC_MAX_DISTINCT = 64
+# A numeric column with at most this many distinct values is modelled as a category.
+LOW_CARDINALITY = 16
 _CATEGORY_MAX_RATIO = 0.5
 
 Scalar = int | float | str | bool | None
@@ -46,7 +51,9 @@ class ColumnStats(BaseModel):
     null_count: int = 0
     min: Scalar = None
     max: Scalar = None
-    distinct: int | None = None  # None when above CATEGORY_MAX_DISTINCT (or not tracked)
+    # None when above CATEGORY_MAX_DISTINCT (text) / NUMERIC_MAX_DISTINCT (numbers), or untracked
+    distinct: int | None = None
+    values: list[Scalar] | None = None  # a low-cardinality numeric column's values
 
 
 class Column(BaseModel):
@@ -157,7 +164,8 @@ class _ColumnAcc:
         self.nulls = 0
         self.min: Any = None
         self.max: Any = None
-        self.distinct: set[str] | None = set() if kind in ("string", "category") else None
+        self.distinct: set[Any] | None = (
+            set() if kind in ("string", "category", "int", "float") else None)
 
     def observe(self, arr: pa.Array) -> None:
         self.count += len(arr)
@@ -169,6 +177,10 @@ class _ColumnAcc:
                 return
             self.min = lo if self.min is None else min(self.min, lo)
             self.max = hi if self.max is None else max(self.max, hi)
+            if self.kind in ("int", "float") and self.distinct is not None:
+                self.distinct.update(pc.unique(arr.drop_null()).to_pylist())
+                if len(self.distinct) > NUMERIC_MAX_DISTINCT:
+                    self.distinct = None
         elif self.distinct is not None:
             self.distinct.update(pc.unique(arr.drop_null()).to_pylist())
             if len(self.distinct) > CATEGORY_MAX_DISTINCT:
@@ -179,6 +191,10 @@ class _ColumnAcc:
         distinct = None
         if self.distinct is not None and len(self.distinct) <= CATEGORY_MAX_DISTINCT:
             distinct = len(self.distinct)
+        values = None
+        if self.kind in ("int", "float") and distinct is not None \
+                and distinct <= LOW_CARDINALITY:
+            values = sorted(v for v in self.distinct or () if v == v)  # no NaN
         if self.declared is not None and _compatible(self.declared, kind):
             kind = self.declared  # e.g. a declared category over an inferred string
         elif kind == "string" and distinct is not None:
@@ -191,6 +207,7 @@ class _ColumnAcc:
             min=_py(self.min),
             max=_py(self.max),
             distinct=distinct,
+            values=values,
         )
         return Column(name=self.name, type=kind, nullable=self.nulls > 0, stats=stats)
 

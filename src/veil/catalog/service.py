@@ -10,8 +10,8 @@ worker preparing a secure-stage run.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,9 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from veil import audit
+from veil.catalog import status
 from veil.catalog.errors import PolicyError
-from veil.catalog.ingest import ingest
+from veil.catalog.ingest import ingest, read_dataset
 from veil.catalog.policy import FIXED_AFTER_UPLOAD, DatasetPolicy, parse_policy, policy_diff
+from veil.catalog.schema import Schema
+from veil.catalog.viewconfig import check_view_config, requested_views
 from veil.catalog.views import view_builders_for
 from veil.crypto.envelope import DataKey, DecryptingReader, EncryptingWriter
 from veil.crypto.keyring import LocalKeyring
@@ -33,6 +36,7 @@ from veil.names import (
     dataset_blob_prefix,
     dataset_data_key,
     dataset_view_key,
+    dataset_view_plot_key,
     output_blob_key,
 )
 from veil.store.blobs import BlobStore
@@ -40,6 +44,24 @@ from veil.store.db import Database
 from veil.store.models import Dataset, DatasetView, Job, Party
 
 VIEW_PREFERENCE = ("synthetic", "sample", "mock")
+
+
+@dataclass
+class BuiltViews:
+    """Views sealed into staged blobs, waiting for `Catalog.publish_views`."""
+
+    dataset_id: str
+    staged: list[tuple[Path, str]] = field(default_factory=list)  # (staged path, blob key)
+    views: list[DatasetView] = field(default_factory=list)
+
+    def discard(self) -> None:
+        for path, _ in self.staged:
+            path.unlink(missing_ok=True)
+
+    def dp_costs(self) -> dict[str, tuple[float, float]]:
+        """(epsilon, delta) each DP view spent on the data."""
+        return {v.kind: (float(v.meta["dp"]["epsilon"]), float(v.meta["dp"]["delta"]))
+                for v in self.views if "dp" in v.meta}
 
 
 @dataclass
@@ -65,16 +87,28 @@ class Catalog:
         existing = session.execute(
             select(Dataset).where(Dataset.party_id == caller.party_id, Dataset.name == name)
         ).scalar_one_or_none()
-        if existing is not None and existing.status == "deleted":
+        if existing is not None and existing.status == status.DELETED:
             raise Conflict(f"dataset {caller.party}/{name} was deleted; choose another name")
-        if existing is not None and existing.status != "draft":
+        if existing is not None and existing.status not in (status.DRAFT, status.FAILED):
             raise Conflict(f"dataset {caller.party}/{name} already exists")
         if existing is not None:
+            if existing.status == status.FAILED:
+                # Its views could not be built: start over with the new policy (the stored
+                # data was never visible to anyone and its key goes with it).
+                self.discard_blobs(existing.id)
+                for view in list(existing.views):
+                    session.delete(view)
+                existing.status = status.DRAFT
+                existing.schema = existing.rows = existing.bytes_in = None
+                existing.content_digest = existing.stored_digest = None
+                existing.wrapped_key = None
+                existing.build = existing.build_worker = existing.build_heartbeat = None
             existing.policy = policy.model_dump(mode="json", by_alias=True)
             dataset = existing
         else:
             dataset = Dataset(party_id=caller.party_id, name=name,
-                              policy=policy.model_dump(mode="json", by_alias=True), status="draft")
+                              policy=policy.model_dump(mode="json", by_alias=True),
+                              status=status.DRAFT)
             session.add(dataset)
         session.flush()
         audit.record(session, actor=caller.actor, action="dataset.policy_set", subject=dataset.id,
@@ -123,12 +157,12 @@ class Catalog:
     def _checked(self, session: Session, dataset: Dataset, policy: DatasetPolicy
                  ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         """(new document, old document, diff) of a policy that may replace the dataset's."""
-        if dataset.status == "deleted":
+        if dataset.status == status.DELETED:
             raise Conflict("this dataset was deleted")
         new = policy.model_dump(mode="json", by_alias=True)
         old = policy_of(dataset).model_dump(mode="json", by_alias=True)
         problems: list[tuple[str, str]] = []
-        if dataset.status == "ready":
+        if dataset.status == status.READY:
             problems += [(field, "fixed once data is uploaded; upload a new dataset instead")
                          for field in FIXED_AFTER_UPLOAD if new.get(field) != old.get(field)]
         parties = set(session.execute(select(Party.name)).scalars())
@@ -151,12 +185,12 @@ class Catalog:
         the caller discards the blobs (`discard_blobs`) once this transaction has committed.
         """
         dataset = self.own_dataset(session, caller, dataset_id, lock=True)
-        if dataset.status == "deleted":
+        if dataset.status == status.DELETED:
             raise Conflict("this dataset was already deleted")
         for view in list(dataset.views):
             session.delete(view)
         dataset.wrapped_key = None
-        dataset.status = "deleted"
+        dataset.status = status.DELETED
         session.flush()
         audit.record(session, actor=caller.actor, action="dataset.deleted", subject=dataset.id,
                      detail={"name": dataset.full_name, "rows": dataset.rows,
@@ -165,15 +199,17 @@ class Catalog:
 
     def ingest_data(self, db: Database, caller: Caller, dataset_id: str, source: IO[bytes],
                     *, filename: str, max_bytes: int) -> None:
-        """Encrypt and store the data and its views; nothing is kept unless all succeeds.
+        """Encrypt and store the data; the views are built afterwards, off the request path.
 
         Three steps, so that no DB transaction (on SQLite: the write lock) is held while the
-        body streams in and the views are built: check the draft, ingest into staged blobs
-        with no transaction open, then check again and publish in one short transaction.
+        body streams in: check the draft, ingest into a staged blob with no transaction open
+        (and check that the policy's views can be built for this data: every problem in one
+        error), then check again and publish in one short transaction with status
+        ``building``. A view builder (``veil.jobs.views``) takes it from there.
         """
         with db.transaction() as session:
             dataset = self.own_dataset(session, caller, dataset_id)
-            if dataset.status != "draft":
+            if dataset.status != status.DRAFT:
                 raise Conflict("dataset data is immutable once uploaded; create a new dataset")
             policy_doc = dataset.policy
             party_id = dataset.party_id
@@ -181,55 +217,130 @@ class Catalog:
         dek = DataKey.generate()
         key = dataset_data_key(dataset_id)
         staged = self.blobs.staging_path(key)
-        view_paths: list[tuple[Path, str]] = []
-        builders = view_builders_for(
-            policy, collaboration=self.keyring.collaboration_key() if policy.join_keys else None)
         try:
             result = ingest(source, filename=filename, max_bytes=max_bytes, dest=staged, dek=dek,
-                            context=_context(dataset_id, "data"), views=builders, policy=policy)
-            views: list[DatasetView] = []
-            for kind, frame in result.views.items():
-                view_key = dataset_view_key(dataset_id, kind)
-                view_staged = self.blobs.staging_path(view_key)
-                with view_staged.open("wb") as fh, EncryptingWriter(
-                        fh, dek, context=_context(dataset_id, f"view:{kind}")) as writer:
-                    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), writer)
-                view_paths.append((view_staged, view_key))
-                views.append(DatasetView(dataset_id=dataset_id, kind=kind, rows=len(frame),
-                                         meta=_view_meta(builders, kind)))
+                            context=_context(dataset_id, "data"), policy=policy)
+            check_view_config(policy, result.schema, result.rows)
             wrapped = self.keyring.kek(party_id).wrap(dek, context=_context(dataset_id, "data"))
             with db.transaction() as session:
                 dataset = self.own_dataset(session, caller, dataset_id, lock=True)
                 # A concurrent upload may have won, or the draft's policy may have been
-                # replaced while this one streamed in (the views were built under the old one).
-                if dataset.status != "draft":
+                # replaced while this one streamed in (it was checked under the old one).
+                if dataset.status != status.DRAFT:
                     raise Conflict("dataset data is immutable once uploaded; "
                                    "create a new dataset")
                 if dataset.policy != policy_doc:
                     raise Conflict("the dataset policy changed during the upload; upload again")
                 self.blobs.commit(staged, key)
-                for path, view_key in view_paths:
-                    self.blobs.commit(path, view_key)
-                dataset.status = "ready"
+                dataset.status = status.BUILDING
+                dataset.build = {"phase": status.QUEUED, "progress": 0.0, "attempts": 0,
+                                 "views": requested_views(policy)}
                 dataset.schema = result.schema.model_dump(mode="json")
                 dataset.rows = result.rows
                 dataset.bytes_in = result.bytes_in
                 dataset.content_digest = result.content_digest
                 dataset.stored_digest = result.stored_digest
                 dataset.wrapped_key = wrapped
-                for view in views:
-                    session.add(view)
                 audit.record(session, actor=caller.actor, action="dataset.uploaded",
                              subject=dataset.id,
                              detail={"rows": result.rows, "digest": result.content_digest,
-                                     "views": sorted(result.views),
-                                     "dp_spent": {v.kind: v.meta["dp"] for v in views
-                                                  if "dp" in v.meta}})
+                                     "views": requested_views(policy)})
         except BaseException:
             staged.unlink(missing_ok=True)
-            for path, _ in view_paths:
-                path.unlink(missing_ok=True)
             raise
+
+    # -- view builds (driven by ``veil.jobs.views``; no transaction is held while building) --
+    def build_views(self, db: Database, dataset_id: str,
+                    progress: Callable[[str, float], None]) -> BuiltViews:
+        """Stream the stored data through the policy's view builders and seal each view into
+        a staged blob. Slow (a DP fit may take a minute): runs with no transaction open;
+        `publish_views` puts the result in place."""
+        with db.transaction() as session:
+            dataset = session.get(Dataset, dataset_id)
+            if dataset is None or dataset.status != status.BUILDING:
+                raise Conflict("the dataset is not waiting for its views")
+            policy = policy_of(dataset)
+            schema = Schema.model_validate(dataset.schema)
+            total = max(int(dataset.rows or 0), 1)
+            dek = self.data_key(dataset)
+        builders = view_builders_for(
+            policy, collaboration=self.keyring.collaboration_key() if policy.join_keys else None,
+            schema=schema)
+        for builder in builders:
+            inner = getattr(builder, "inner", builder)
+            if hasattr(inner, "progress"):
+                inner.progress = lambda phase, kind=builder.name: progress(
+                    f"{kind} view: {phase}", 0.0)
+        seen = 0
+        progress(status.READING, 0.0)
+        for batch in read_dataset(self.blobs.path(dataset_data_key(dataset_id)), dek,
+                                  context=_context(dataset_id, "data")):
+            for builder in builders:
+                builder.observe(batch)
+            seen += batch.num_rows
+            progress(status.READING, min(seen / total, 1.0))
+        built = BuiltViews(dataset_id)
+        try:
+            for i, builder in enumerate(builders):
+                progress(f"{builder.name} view", i / len(builders))
+                frame = builder.build(schema)
+                view_key = dataset_view_key(dataset_id, builder.name)
+                path = self.blobs.staging_path(view_key)
+                built.staged.append((path, view_key))
+                with path.open("wb") as fh, EncryptingWriter(
+                        fh, dek, context=_context(dataset_id, f"view:{builder.name}")) as writer:
+                    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), writer)
+                built.views.append(DatasetView(dataset_id=dataset_id, kind=builder.name,
+                                               rows=len(frame),
+                                               meta=_view_meta(builders, builder.name)))
+                report = getattr(builder, "report", None)
+                if report is not None:  # the provider's plots, sealed like the view
+                    plot_key = dataset_view_plot_key(dataset_id, builder.name)
+                    plot = self.blobs.staging_path(plot_key)
+                    built.staged.append((plot, plot_key))
+                    png = plot.with_suffix(".png")
+                    try:
+                        report.plot_png(png)
+                        with png.open("rb") as src, plot.open("wb") as fh, EncryptingWriter(
+                                fh, dek, context=_context(dataset_id,
+                                                          f"plot:{builder.name}")) as writer:
+                            writer.write(src.read())
+                    finally:
+                        png.unlink(missing_ok=True)
+            progress(status.STORING, 1.0)
+        except BaseException:
+            built.discard()
+            raise
+        return built
+
+    def publish_views(self, session: Session, dataset: Dataset, built: BuiltViews) -> None:
+        """Put staged views in place and mark the dataset ready (in the caller's short
+        transaction, which also charges the views' DP cost)."""
+        for path, view_key in built.staged:
+            self.blobs.commit(path, view_key)
+        for view in built.views:
+            session.add(view)
+        dataset.status = status.READY
+        dataset.build = {**(dataset.build or {}), "phase": status.READY, "progress": 1.0}
+        dataset.build_worker = None
+        audit.record(session, actor="system:views", action="dataset.views_built",
+                     subject=dataset.id,
+                     detail={"views": [v.kind for v in built.views],
+                             "dp_spent": {v.kind: v.meta["dp"] for v in built.views
+                                          if "dp" in v.meta}})
+
+    def fidelity_plot(self, session: Session, caller: Caller, full_name: str,
+                      kind: str) -> bytes:
+        """The provider's PNG of a DP view's fidelity (it is drawn from the real data)."""
+        dataset = self.get(session, caller, full_name)
+        if caller.role is not Role.PROVIDER or dataset.party_id != caller.party_id:
+            raise NotFound(f"no fidelity plot of {full_name!r} for you (provider only)")
+        key = dataset_view_plot_key(dataset.id, kind)
+        if kind not in {v.kind for v in dataset.views} or not self.blobs.path(key).exists():
+            raise NotFound(f"dataset {full_name!r} has no fidelity plot for a {kind} view")
+        with self.blobs.path(key).open("rb") as fh:
+            return DecryptingReader(fh, self.data_key(dataset),
+                                    context=_context(dataset.id, f"plot:{kind}")).read()
 
     # -- job outputs: encrypted at rest like datasets --------------------------------------
     def seal_output(self, job: Job, name: str, source: Path) -> Path:
@@ -277,11 +388,11 @@ class Catalog:
             return True
         if caller.role is Role.PROVIDER:
             return dataset.party_id == caller.party_id
-        return dataset.status == "ready" and caller.party in policy_of(dataset).consumers
+        return dataset.status == status.READY and caller.party in policy_of(dataset).consumers
 
     def may_use(self, caller: Caller, dataset: Dataset) -> bool:
         """May this caller run jobs on (and see views of) this dataset?"""
-        return (caller.role is Role.CONSUMER and dataset.status == "ready"
+        return (caller.role is Role.CONSUMER and dataset.status == status.READY
                 and caller.party in policy_of(dataset).consumers)
 
     def get(self, session: Session, caller: Caller, full_name: str) -> Dataset:

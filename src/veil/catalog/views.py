@@ -307,7 +307,7 @@ def make_view_builder(name: str, **params: Any) -> ViewBuilder:
 
 def view_builders_for(
     policy: DatasetPolicy | None, *, seed: int | None = None,
-    collaboration: CollaborationKey | None = None,
+    collaboration: CollaborationKey | None = None, schema: Schema | None = None,
 ) -> list[ViewBuilder]:
     """The builders a policy calls for: mock always, sample only on opt-in, synthetic if set.
 
@@ -353,12 +353,25 @@ def view_builders_for(
             builder = make_view_builder("sample", rows=sample.rows or 1000, seed=seed)
         builders.append(joinable(builder, None))
     if views.synthetic is not None:
+        from veil.catalog.viewconfig import synthetic_columns
+
         spec = views.synthetic
-        # The join keys are not fitted (their pseudonyms replace them): no epsilon spent there.
+        names = [c.name for c in schema.columns] if schema is not None else None
+        plan = synthetic_columns(policy, names) if names is not None else None
+        # Join keys and excluded columns are not fitted (join keys get pseudonyms): no epsilon
+        # is spent on them.
         builders.append(joinable(
             make_view_builder(
                 "synthetic", epsilon=spec.epsilon, delta=spec.delta, rows=spec.rows, seed=seed,
-                bounds={k: (v[0], v[1]) for k, v in spec.bounds.items() if k not in join_keys},
-                exclude=join_keys,
+                method=spec.method,
+                bounds=plan.bounds if plan else {
+                    k: v for k, v in policy.all_bounds().items() if k not in join_keys},
+                categories=plan.categories if plan else {},
+                exclude=plan.exclude if plan else [*join_keys, *spec.exclude],
+                unit_column=None if policy.privacy_unit is None
+                else policy.privacy_unit.id_column,
+                contributions=1 if policy.privacy_unit is None
+                else policy.privacy_unit.max_contributions,
+                target=spec.target,
             ), spec.rows))
     return builders

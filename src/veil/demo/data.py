@@ -78,6 +78,8 @@ min_group_size = 25
 small_groups = "drop"
 allowed_backends = ["local-sandbox"]
 categories = { plan = ["basic", "plus", "premium"] }
+# Public bounds (not secret: the plans' claim cap), used by the synthetic view and nothing else.
+bounds = { claim_amount = [0, 10000] }
 # The views carry pseudonyms of a coordinated 30% sample of the ids (above the default 0.05
 # so that the demo's stage-1 join has groups of 25): anyone with both views learns how many
 # sampled, unidentified patients the two share.
@@ -94,15 +96,14 @@ mode = "manual"
 [views.mock]
 rows = 1000
 
-[views.synthetic]
+[views.synthetic]          # built in the background after the upload; charged to the budget
 epsilon = 1.0
 rows = 2000
-# Public bounds (not secret: the plans' claim cap); the rest are DP-chosen. patient_id is a
-# join key: not fitted, its pseudonyms are filled in.
-bounds = { claim_amount = [0, 10000] }
+target = "approved"        # the provider's report scores a model trained on the view
+# patient_id is the privacy unit and a join key: not fitted, its pseudonyms are filled in.
 
-[budget]
-epsilon = 3.0
+[budget]                   # 1.0 of it pays for the synthetic view, for every consumer
+epsilon = 4.0
 delta = 1e-5
 rule = "basic"
 """

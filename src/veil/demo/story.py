@@ -97,9 +97,20 @@ def _story(url: str, admin_token: str, work: Path, patients: int, timings: Timin
                                             (insurer, "claims", claims, INSURER_POLICY)):
             path = work / f"{name}.csv"
             frame.to_csv(path, index=False)
+            # The upload answers once the data is stored; the views build in the background.
             info = client.upload(name, path, policy=policy, policy_format="toml")
             console.print(f"[bold]{info['name']}[/bold] uploaded: {info['rows']:,} rows, "
-                          f"views: {', '.join(info['views'])}")
+                          f"views: {', '.join(info['views'])} "
+                          f"(built in {info['build'].get('seconds', 0):.1f} s)")
+            report = info["view_info"].get("synthetic", {}).get("fidelity")
+            if report:  # the provider's own view of how faithful its synthetic view is
+                rel = report["relationships"]
+                console.print(f"  {name} synthetic view (provider's report): mean |delta corr| "
+                              f"{rel['mean_corr_delta']:.3f}, max KS {rel['max_ks']:.3f}"
+                              + (f", TSTR {report['tstr']['metric']} ratio "
+                                 f"{report['tstr']['ratio']:.2f}" if "tstr" in report else ""))
+                for warning in report["warnings"]:
+                    console.print(f"  [yellow]warning[/yellow] {warning}")
 
     notebook = resources.files("veil.demo").joinpath(NOTEBOOK).read_bytes()
     (work / NOTEBOOK).write_bytes(notebook)
@@ -263,10 +274,12 @@ def _print_budgets(console: Console, researcher: Client, dp_result: Any) -> None
         console.print(f"\nDP result released: mean claim ≈ {dp_result['value']:.2f} "
                       f"({dp_result['mechanism']}, epsilon {dp_result['epsilon']:.3g}, "
                       f"delta {dp_result['delta']:.3g})")
-    table = Table("dataset", "epsilon left", "of", "rule", title="privacy budget ledger")
+    table = Table("dataset", "epsilon left", "of", "spent by views", "rule",
+                  title="privacy budget ledger")
     for row in researcher.budgets():
+        views = ", ".join(f"{k} {v:.3g}" for k, v in (row.get("views_epsilon") or {}).items())
         table.add_row(row["dataset"], f"{row['epsilon_left']:.3g}",
-                      f"{row['epsilon_total']:.3g}", row["rule"])
+                      f"{row['epsilon_total']:.3g}", views or "-", row["rule"])
     console.print(table)
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +33,7 @@ from veil.privacy._mbi import SafeAIM, SafeMST
 from veil.privacy._opendp import D_IN, calibrate, check_bounds, check_delta, check_epsilon
 from veil.privacy.errors import InvalidParameterError, SyntheticDataError
 
-__all__ = ["FidelityReport", "SyntheticView", "fit_synthetic"]
+__all__ = ["FidelityReport", "SyntheticView", "bounds_min_epsilon", "fit_synthetic"]
 
 Method = Literal["mst", "aim"]
 _BOUNDS_SHARE = 0.1
@@ -61,6 +61,12 @@ class FidelityReport:
     method: str
     rows: int
     spend: dict[str, float] = field(default_factory=dict)
+    # The column pairs the DP model measured and keeps (its cliques): a DP output.
+    modelled_pairs: list[str] = field(default_factory=list)
+    # Provider-only figures from ``veil.privacy.fidelity`` (KS, correlation changes, lost
+    # relationships, TSTR) and the warnings they raise; added by the caller.
+    extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,17 +75,22 @@ class FidelityReport:
             "metric": "total_variation",
             "columns": dict(self.columns),
             "pairs": dict(self.pairs),
+            **self.extra,
+            "warnings": list(self.warnings),
             **self.public_json(),
         }
 
     def public_json(self) -> dict[str, Any]:
-        """What a consumer may see: the DP cost and how it was split, nothing from real data."""
+        """What a consumer may see. DP-safe: the cost, how it was split, and which column
+        pairs the model kept are all outputs of the DP fit (post-processing); nothing here
+        is computed from the real data."""
         return {
             "epsilon": self.epsilon,
             "delta": self.delta,
             "method": self.method,
             "rows": self.rows,
             "spend": dict(self.spend),
+            "modelled_pairs": list(self.modelled_pairs),
         }
 
     def plot_png(self, path: str | Path) -> Path:
@@ -132,6 +143,7 @@ class _Col:
     bounds: tuple[float, float] | None = None
     edges: list[float] = field(default_factory=list)  # bin edges for numeric columns
     labels: dict[str, Any] = field(default_factory=dict)  # string -> original value (cat)
+    numeric_labels: dict[float, str] = field(default_factory=dict)  # a number's category label
 
 
 def _classify(df: pd.DataFrame) -> list[_Col]:
@@ -153,7 +165,8 @@ def _classify(df: pd.DataFrame) -> list[_Col]:
     return cols
 
 
-def _dp_bounds(name: str, values: np.ndarray, epsilon: float) -> tuple[tuple[float, float], float]:
+def _dp_bounds(name: str, values: np.ndarray, epsilon: float,
+               d_in: int = D_IN) -> tuple[tuple[float, float], float]:
     """DP range of a column: a Laplace histogram over the public log grid; the bounds are the
     outer edges of the first and last bins whose noisy count clears a noise-only threshold.
 
@@ -173,7 +186,7 @@ def _dp_bounds(name: str, values: np.ndarray, epsilon: float) -> tuple[tuple[flo
             >> dp.m.then_laplace(scale)
         )
 
-    scale = calibrate(make, epsilon, 1.0 / epsilon)
+    scale = calibrate(make, epsilon, 1.0 / epsilon, d_in=d_in)
     meas = make(scale)
     counts = meas(values.tolist())[:-1]
     threshold = scale * math.log(len(edges) / _BOUNDS_FAILURE)
@@ -182,7 +195,19 @@ def _dp_bounds(name: str, values: np.ndarray, epsilon: float) -> tuple[tuple[flo
         raise SyntheticDataError(
             f"too few rows to choose DP bounds for {name!r} at this epsilon; pass bounds"
         )
-    return (edges[above[0]], edges[above[-1] + 1]), float(meas.map(D_IN))
+    return (edges[above[0]], edges[above[-1] + 1]), float(meas.map(d_in))
+
+
+def bounds_min_epsilon(rows: int, columns: int, contributions: int = 1) -> float:
+    """The smallest total epsilon at which DP bounds for ``columns`` numeric columns can work
+    on ``rows`` rows: a grid bin must clear the noise-only threshold of :func:`_dp_bounds`,
+    and with data spread over a few bins (one per quarter decade) the fullest holds about a
+    quarter of the rows.
+    Data-independent (rows are the provider's own count), so safe to show the provider."""
+    if rows < 1 or columns < 1:
+        return math.inf if columns >= 1 else 0.0
+    per_column_threshold = math.log(len(_log_grid()) / _BOUNDS_FAILURE)  # times 1/eps_b
+    return 4.0 * per_column_threshold * columns * contributions / (_BOUNDS_SHARE * rows)
 
 
 def _numeric_edges(col: _Col, n_bins: int) -> list[float]:
@@ -213,7 +238,9 @@ def _to_polars(df: pd.DataFrame, cols: list[_Col]) -> pl.DataFrame:
     data: dict[str, pl.Series] = {}
     for c in cols:
         s = df[c.name]
-        if c.kind == "cat":
+        if c.numeric_labels:  # a number modelled as a category: values outside it are null
+            vals = [None if _isna(v) else c.numeric_labels.get(float(v)) for v in s.tolist()]
+        elif c.kind == "cat":
             vals = [None if _isna(v) else str(v) for v in s.tolist()]
         else:
             arr = s.to_numpy(dtype=float, na_value=np.nan)
@@ -246,13 +273,23 @@ def fit_synthetic(
     rows: int,
     seed: int | None = None,
     n_bins: int = 16,
+    progress: Callable[[str], None] | None = None,
+    contributions: int = D_IN,
 ) -> SyntheticView:
     """Fit a DP marginal model of ``df`` and sample a view of ``rows`` rows.
 
-    ``bounds``/``categories`` given here are treated as public. ``delta`` defaults to 1e-9 and
-    is only spent when some categorical column has no public categories (key discovery);
-    otherwise the fit is pure eps-DP and the view reports delta = 0.
+    ``bounds``/``categories`` given here are treated as public; categories may be given for a
+    numeric column too (a 1/2 code), which is then modelled as a category, never binned.
+    ``delta`` defaults to 1e-9 and is only spent when some categorical column has no public
+    categories (key discovery); otherwise the fit is pure eps-DP and the view reports
+    delta = 0. ``progress`` is told each phase as it starts ("bounds", "model", "sampling",
+    "fidelity"). ``contributions`` is how many rows of ``df`` one privacy unit can hold at
+    most (the caller has bounded it): every spend is OpenDP's map at that distance.
     """
+    def phase(name: str) -> None:
+        if progress is not None:
+            progress(name)
+
     t0 = time.perf_counter()
     eps = check_epsilon(epsilon)
     dlt = 1e-9 if delta is None else check_delta(delta)
@@ -260,6 +297,9 @@ def fit_synthetic(
         raise InvalidParameterError(f"unknown method {method!r}; use 'mst' or 'aim'")
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise InvalidParameterError("rows must be a positive integer")
+    if isinstance(contributions, bool) or not isinstance(contributions, int) \
+            or contributions < 1:
+        raise InvalidParameterError("contributions must be a positive integer")
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 2 <= n_bins <= 256:
         raise InvalidParameterError("n_bins must be an integer in [2, 256]")
     if not isinstance(df, pd.DataFrame) or df.shape[1] == 0:
@@ -274,14 +314,26 @@ def fit_synthetic(
         by_name[name].bounds = check_bounds(b, f"bounds of {name!r}")
     public_keys: dict[str, list[str]] = {}
     for name, cats in categories.items():
-        if name not in by_name or by_name[name].kind != "cat":
-            raise InvalidParameterError(f"categories given for {name!r}, not a categorical column")
+        if name not in by_name:
+            raise InvalidParameterError(f"categories given for {name!r}, which is not a column")
+        if name in bounds:
+            raise InvalidParameterError(f"{name!r} has both bounds and categories; choose one")
         if isinstance(cats, str | bytes) or not isinstance(cats, Sequence) or not cats:
             raise InvalidParameterError(f"categories of {name!r} must be a non-empty list")
         labels = [str(v) for v in cats]
         if len(set(labels)) != len(labels):
             raise InvalidParameterError(f"categories of {name!r} contain duplicates")
-        by_name[name].labels = dict(zip(labels, cats, strict=True))
+        col = by_name[name]
+        if col.kind != "cat":
+            if any(isinstance(v, bool) or not isinstance(v, int | float) for v in cats):
+                raise InvalidParameterError(
+                    f"categories of numeric column {name!r} must be numbers")
+            floats = [float(v) for v in cats]
+            if len(set(floats)) != len(floats):
+                raise InvalidParameterError(f"categories of {name!r} contain duplicates")
+            col.kind = "cat"
+            col.numeric_labels = dict(zip(floats, labels, strict=True))
+        col.labels = dict(zip(labels, cats, strict=True))
         public_keys[name] = labels
 
     if dlt == 0.0 and any(c.kind == "cat" and c.name not in public_keys for c in cols):
@@ -293,11 +345,23 @@ def fit_synthetic(
     need_bounds = [c for c in cols if c.kind != "cat" and c.bounds is None]
     eps_table = eps
     if need_bounds:
+        phase("bounds")
         eps_b = eps * _BOUNDS_SHARE / len(need_bounds)
+        failed = []
         for c in need_bounds:
             vals = df[c.name].to_numpy(dtype=float, na_value=np.nan)
-            c.bounds, spent = _dp_bounds(c.name, vals[~np.isnan(vals)], eps_b)
+            try:
+                c.bounds, spent = _dp_bounds(c.name, vals[~np.isnan(vals)], eps_b, contributions)
+            except SyntheticDataError:
+                failed.append(c.name)
+                spent = eps_b  # the release happened; it found nothing above the noise
             spend[f"bounds:{c.name}"] = spent
+        if failed:
+            raise SyntheticDataError(
+                f"too few rows to choose DP bounds at epsilon {eps:g} for "
+                f"{', '.join(map(repr, failed))}: give their public bounds "
+                f"(policy: bounds = {{ {failed[0]} = [lower, upper], ... }}) or raise epsilon "
+                f"to at least {bounds_min_epsilon(len(df), len(need_bounds), contributions):.3g}")
         eps_table = eps - math.fsum(spend.values())
     for c in cols:
         if c.kind != "cat":
@@ -314,20 +378,25 @@ def fit_synthetic(
     try:
         meas, _, _ = dp.mbi.make_contingency_table(
             _domain(cols), dp.symmetric_distance(), measure,
-            d_in=D_IN,  # type: ignore[arg-type]  # an int is the SymmetricDistance bound
+            d_in=contributions,  # type: ignore[arg-type]  # the SymmetricDistance bound
             d_out=d_out, keys=public_keys, algorithm=algorithm,
         )
     except (dp.OpenDPException, ValueError) as exc:
         raise SyntheticDataError(f"cannot build the {method} model: {exc}") from None
-    spent_table = meas.map(D_IN)
+    spent_table = meas.map(contributions)
     eps_t, dlt_t = spent_table if isinstance(spent_table, tuple) else (spent_table, 0.0)
     spend["model"] = float(eps_t)
 
+    phase("model")
     real = _to_polars(df, cols)
     table = meas(real.lazy())
+    phase("sampling")
     frame = _sample(table, cols, rows, seed)
+    modelled = sorted({"|".join(sorted(c)) for c in table.model.cliques if len(c) >= 2})
     total_eps = math.fsum(spend.values())
+    phase("fidelity")
     fidelity = _fidelity(df, frame, cols, total_eps, float(dlt_t), method, rows, spend)
+    fidelity = replace(fidelity, modelled_pairs=modelled)
     spend["seconds"] = round(time.perf_counter() - t0, 3)
     return SyntheticView(frame, total_eps, float(dlt_t), method, fidelity)
 
@@ -381,6 +450,11 @@ def _unbin(
         vals = [
             None if n else labels[i] for i, n in zip(safe.tolist(), is_null.tolist(), strict=True)
         ]
+        if c.numeric_labels:
+            nums = pd.Series([np.nan if v is None else float(c.labels[v]) for v in vals])
+            if pd.api.types.is_integer_dtype(c.dtype):
+                return nums.astype("Int64") if is_null.any() else nums.astype(c.dtype)
+            return nums.astype(c.dtype)
         if c.labels:
             vals = [None if v is None else c.labels.get(v, v) for v in vals]
         elif pd.api.types.is_bool_dtype(c.dtype):

@@ -10,14 +10,16 @@ racing on the same budget can never both spend its last part.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session
 
+from veil.names import VIEW_CHARGE_PREFIX, view_charge_name
 from veil.privacy import Budget, BudgetPolicy, check_charge
+from veil.privacy.errors import PrivacyError
 from veil.release.gate import PENDING, REFUSED, RELEASED, TO_CHARGE, Decision
 from veil.store.models import BudgetCharge, Dataset, utcnow
 
@@ -77,6 +79,42 @@ def charge(session: Session, *, job_id: str, party_id: str, datasets: Sequence[D
     session.flush()
 
 
+class ViewOverBudget(PrivacyError):
+    """A DP view would spend more than the dataset's budget allows."""
+
+
+def charge_views(session: Session, dataset: Dataset,
+                 costs: Mapping[str, tuple[float, float]]) -> None:
+    """Charge what each DP view spent on the data, once, against every consumer's budget.
+
+    A view is served to every consumer of the dataset, so its cost counts in each consumer
+    party's spend (``_spent``), for as long as the view exists: it is never renewed away.
+    Stored under the owner's party with no job. Raises :class:`ViewOverBudget` (nothing
+    charged) if the views alone exceed the budget.
+    """
+    if not costs:
+        return
+    policy = _budget(dataset)
+    if policy is not None:
+        new = [Budget(eps, delta) for eps, delta in costs.values()]
+        verdict = check_charge(policy, [], new, subject=dataset.full_name)
+        if not verdict.allowed:
+            raise ViewOverBudget(f"the views' DP cost exceeds the budget of {dataset.full_name}: "
+                                 f"{verdict.reason}")
+    for kind, (eps, delta) in costs.items():
+        session.add(BudgetCharge(dataset_id=dataset.id, party_id=dataset.party_id, job_id=None,
+                                 output_name=view_charge_name(kind), epsilon=eps, delta=delta))
+    session.flush()
+
+
+def view_spend(session: Session, dataset: Dataset) -> dict[str, float]:
+    """Epsilon each of the dataset's views spent (for showing, e.g. `veil budget`)."""
+    rows = session.execute(select(BudgetCharge).where(
+        BudgetCharge.dataset_id == dataset.id, BudgetCharge.job_id.is_(None),
+        BudgetCharge.output_name.startswith(VIEW_CHARGE_PREFIX))).scalars().all()
+    return {r.output_name.removeprefix(VIEW_CHARGE_PREFIX): r.epsilon for r in rows}
+
+
 def remaining(session: Session, dataset: Dataset, party_id: str) -> Remaining | None:
     """What a consumer party has left on a dataset (None: the dataset has no budget)."""
     policy = _budget(dataset)
@@ -111,12 +149,16 @@ def _budget(dataset: Dataset) -> BudgetPolicy | None:
 
 def _spent(session: Session, dataset: Dataset, party_id: str,
            policy: BudgetPolicy) -> list[Budget]:
+    is_view = and_(BudgetCharge.job_id.is_(None),
+                   BudgetCharge.output_name.startswith(VIEW_CHARGE_PREFIX))
     query = select(BudgetCharge).where(BudgetCharge.dataset_id == dataset.id,
-                                       BudgetCharge.party_id == party_id)
+                                       or_(BudgetCharge.party_id == party_id, is_view))
     start = policy.period_start(_aware(dataset.created_at), utcnow())
     rows = session.execute(query).scalars().all()
+    # A view's cost never renews away: the view stays served.
     return [Budget(r.epsilon, r.delta) for r in rows
-            if start is None or _aware(r.at) >= start]
+            if start is None or _aware(r.at) >= start
+            or (r.job_id is None and r.output_name.startswith(VIEW_CHARGE_PREFIX))]
 
 
 def _lock(session: Session, dataset_ids: Sequence[str], party_id: str) -> None:

@@ -44,7 +44,9 @@ def load(name: str, *, view: str | None = None) -> Any:
     Programming Stage: the best stage-1 view the provider offers (synthetic,
     sample or mock; `view=` picks one). Secure stage: the full data. Pre-flight (the sandbox
     run of ``veil job preflight``): the caller's stage-1 view, staged by the server.
-    `df.attrs["veil_view"]` says which one you got.
+    `df.attrs["veil_view"]` says which one you got; for a DP synthetic view,
+    `df.attrs["veil_fidelity"]` is its DP-safe summary (epsilon, delta, method, the column
+    pairs the model kept), computed from the DP model only.
     """
     import io
 
@@ -69,6 +71,9 @@ def load(name: str, *, view: str | None = None) -> Any:
     frame = pd.read_parquet(io.BytesIO(data))
     frame.attrs["veil_view"] = kind
     info = client.dataset(name)
+    summary = (info.get("view_info", {}).get(kind) or {}).get("dp")
+    if summary is not None:
+        frame.attrs["veil_fidelity"] = summary
     register_load(name, frame, info.get("rules") or {})
     _warn_unjoinable(client, name, frame, info)
     return frame

@@ -22,6 +22,13 @@ class ApiError(Exception):
         self.detail = detail
 
 
+class BuildFailed(ApiError):
+    """A dataset's views could not be built; ``detail`` is the server's reason."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(422, detail)
+
+
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None,
                  timeout: float = 120.0) -> None:
@@ -87,14 +94,40 @@ class Client:
 
     # -- datasets ---------------------------------------------------------------------------
     def upload(self, name: str, data: Path | BinaryIO, *, policy: str, policy_format: str,
-               filename: str | None = None) -> dict[str, Any]:
+               filename: str | None = None, wait: bool = True,
+               progress: Callable[[dict[str, Any]], None] | None = None,
+               timeout_s: float = 3600.0) -> dict[str, Any]:
+        """Create the dataset and stream the data. The server answers once the data is
+        stored (status ``building``) and builds the views in the background; with ``wait``
+        this polls until they are ready (``progress`` sees each poll's dataset record) and
+        raises :class:`BuildFailed` with the server's reason if they cannot be built."""
         draft = self._json("POST", "/datasets", json={
             "name": name, "policy": policy, "policy_format": policy_format})
         if isinstance(data, Path):
             filename = filename or data.name
             with data.open("rb") as fh:
-                return self._upload_body(draft["id"], _chunks(fh), filename)
-        return self._upload_body(draft["id"], _chunks(data), filename or "upload.csv")
+                info = self._upload_body(draft["id"], _chunks(fh), filename)
+        else:
+            info = self._upload_body(draft["id"], _chunks(data), filename or "upload.csv")
+        return self.wait_ready(info["name"], progress=progress, timeout_s=timeout_s) \
+            if wait else info
+
+    def wait_ready(self, full_name: str, *, progress: Callable[[dict[str, Any]], None] | None
+                   = None, timeout_s: float = 3600.0, poll_s: float = 0.25) -> dict[str, Any]:
+        """Poll a dataset until its views are built; its record once ``ready``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self.dataset(full_name)
+            if progress is not None:
+                progress(info)
+            if info["status"] == "ready":
+                return info
+            if info["status"] == "failed":
+                reason = (info.get("build") or {}).get("reason", "the views could not be built")
+                raise BuildFailed(reason)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{full_name} is still {info['status']} after {timeout_s:g} s")
+            time.sleep(poll_s)
 
     def _upload_body(self, dataset_id: str, body: Iterator[bytes],
                      filename: str) -> dict[str, Any]:
@@ -126,6 +159,11 @@ class Client:
     def runtime(self) -> dict[str, Any]:
         """The secure stage's runtime string, Python and packages (with their digest)."""
         return self._json("GET", "/runtime")
+
+    def fidelity_plot(self, full_name: str, kind: str = "synthetic") -> bytes:
+        """PNG plots of a DP view's fidelity (the dataset's provider only)."""
+        return self._call("GET", f"/datasets/{full_name}/fidelity.png",
+                          params={"kind": kind}).content
 
     def budgets(self) -> list[dict[str, Any]]:
         return self._json("GET", "/budgets")

@@ -31,8 +31,7 @@ FOREIGN_STATUS: dict[type[Exception], int] = {
 def create_app(platform: Platform, *, workers: int = 1) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if workers:
-            platform.start_workers(workers)
+        platform.start_workers(workers)  # with workers=0: only the view builder
         yield
         platform.close()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from veil.catalog.service import Catalog
 from veil.crypto.keyring import LocalKeyring
 from veil.jobs.sweep import SANDBOX_RUN_DIR, sweep_leftovers
+from veil.jobs.views import ViewWorker
 from veil.jobs.worker import Worker
 from veil.settings import Settings
 from veil.store import BlobStore, Database, open_database
@@ -28,6 +29,7 @@ class Platform:
     attestation: AttestationServices
     secure_stage: SecureStageBackend
     workers: list[Worker] = field(default_factory=list)
+    view_worker: ViewWorker | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -42,6 +44,9 @@ class Platform:
         return worker
 
     def start_workers(self, count: int = 1, limits: SandboxLimits | None = None) -> None:
+        """``count`` job workers, and the one view builder (even when ``count`` is 0: uploads
+        must always become ready)."""
+        self.start_view_worker()
         for _ in range(count):
             worker = self.make_worker(limits)
             thread = threading.Thread(target=worker.run_forever,
@@ -49,6 +54,17 @@ class Platform:
                                       name=worker.worker_id, daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def start_view_worker(self) -> None:
+        """The background builder of stage-1 views (``veil.jobs.views``); started once."""
+        if self.view_worker is not None:
+            return
+        self.view_worker = ViewWorker(self.db, self.catalog, lease_s=self.settings.worker_lease_s)
+        thread = threading.Thread(target=self.view_worker.run_forever,
+                                  args=(self._stop, self.settings.worker_poll_s),
+                                  name=self.view_worker.worker_id, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def close(self) -> None:
         self._stop.set()

@@ -51,6 +51,8 @@ class Budget(_Public):
     delta_left: float
     rule: str
     renewal: str | None
+    # Epsilon each stage-1 view spent (charged once, counted for every consumer, never renewed).
+    views_epsilon: dict[str, float] = Field(default_factory=dict)
 
 
 class Dataset(_Public):
@@ -65,6 +67,9 @@ class Dataset(_Public):
     rules: dict[str, Any]  # privacy unit and public group keys (for stage-1 queries)
     join_keys: list[str] = Field(default_factory=list)  # pseudonymised in the views
     policy: dict[str, Any] | None = None  # the provider's own view only
+    # The background view build (provider only): phase, progress 0..1, done phases, attempts,
+    # views requested, and on failure the reason.
+    build: dict[str, Any] | None = None
 
 
 class Approval(_Public):

@@ -83,6 +83,12 @@ class Dataset(Base):
     stored_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The background view build (``veil.catalog.build``): phase, progress, attempts, reason.
+    build: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Which view builder holds the build and when it last showed life (conditional claims).
+    build_worker: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    build_heartbeat: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                             nullable=True)
     party: Mapped[Party] = relationship()
     views: Mapped[list[DatasetView]] = relationship(back_populates="dataset")
 

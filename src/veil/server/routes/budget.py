@@ -40,5 +40,6 @@ def remaining_for(session: Session, catalog: Catalog, caller: Caller) -> list[di
                 continue
             left = ledger.remaining(session, dataset, parties[party])
             if left is not None:
-                rows.append({"consumer": party, **asdict(left)})
+                rows.append({"consumer": party, **asdict(left),
+                             "views_epsilon": ledger.view_spend(session, dataset)})
     return rows

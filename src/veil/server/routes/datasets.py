@@ -61,6 +61,7 @@ def describe(dataset: Dataset, *, owner_view: bool) -> dict[str, Any]:
     if owner_view:
         info["policy"] = dataset.policy
         info["schema"] = dataset.schema
+        info["build"] = dataset.build  # phase, progress, reason: the provider's own upload
     return info
 
 
@@ -162,6 +163,15 @@ def view(owner: str, name: str, caller: CallerDep, platform: PlatformDep,
         served, data = platform.catalog.view_bytes(session, caller, f"{owner}/{name}", kind)
         return Response(data, media_type="application/vnd.apache.parquet",
                         headers={"X-Veil-View": served})
+
+
+@router.get("/datasets/{owner}/{name}/fidelity.png")
+def fidelity_plot(owner: str, name: str, caller: Provider, platform: PlatformDep,
+                  kind: Literal["synthetic"] = "synthetic") -> Response:
+    """The owner's fidelity plots of a DP view (drawn from the real data: provider only)."""
+    with platform.db.transaction() as session:
+        data = platform.catalog.fidelity_plot(session, caller, f"{owner}/{name}", kind)
+        return Response(data, media_type="image/png")
 
 
 class _BodyReader(io.RawIOBase):
