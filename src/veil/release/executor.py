@@ -9,7 +9,8 @@ evaluates every plan with ``veil.privacy.plans`` and OpenDP (DP-SGD plans: ``pri
 which runs the notebook's exported JAX loss only after checking it is pure computation),
 writes the results and reports their cost from the library's privacy map or accountant. The
 host side (:func:`execute_plans`) then replaces each plan in the output manifest with the
-executor's result, so the final attestation quotes what trusted code computed, and hands the gate typed :class:`Executed` records.
+executor's result, so the final attestation quotes what trusted code computed, and hands the
+gate typed :class:`Executed` records.
 
 A plan that cannot be evaluated fails alone, with a data-free reason (``Failed``); the job goes
 on.
