@@ -192,7 +192,7 @@ def test_units_group_a_units_rows_and_the_cost_is_per_unit() -> None:
     assert model.meta["d_in"] == 3
     assert model.epsilon == S.epsilon_for(1.0, 0.25, 8, 1e-5)  # one unit's cost: no k-fold
     x, y, keep = S.design(doc.query, frame)  # type: ignore[arg-type]
-    xs, ys, mask = S._units(frame, "pid", keep, x, y, 3)
+    xs, _, mask = S._units(frame, "pid", keep, x, y, 3)
     assert xs.shape == (190, 3, 30) and int(mask.sum()) == len(frame)
 
 
@@ -279,20 +279,20 @@ def test_bad_sgd_plans_give_clear_errors_in_stage1(sdk) -> None:
         P.evaluate(_plan(features, bounds, sources=["x/other"]), {"h/bc": frame},
                    {"h/bc": P.SourceRules("h/bc")})
     # An exported loss that calls back into the host, written as raw bytes: refused at once.
-    with pytest.raises(P.PlanError, match="custom calls.*xla_ffi_python_cpu_callback"):
+    with pytest.raises(P.PlanError, match=r"custom calls.*xla_ffi_python_cpu_callback"):
         _train(dp, features, bounds, loss=_forged_callback_loss(init, len(features)))
 
     def callback(p: Any, x: Any, y: Any) -> Any:
         host = jax.pure_callback(np.asarray, jax.ShapeDtypeStruct((), jnp.float32), y)
         return mlp_loss(p, x, y) + host
 
-    with pytest.raises(P.PlanError, match="cannot be exported with jax.export"):
+    with pytest.raises(P.PlanError, match=r"cannot be exported with jax.export"):
         _train(dp, features, bounds, loss=callback)
 
     def solve(p: Any, x: Any, y: Any) -> Any:  # LAPACK on CPU is a custom call: refused too
         return mlp_loss(p, x, y) + jnp.sum(jnp.linalg.solve(jnp.eye(4) + jnp.outer(x, x), x))
 
-    with pytest.raises(P.PlanError, match="custom calls.*lapack"):
+    with pytest.raises(P.PlanError, match=r"custom calls.*lapack"):
         _train(dp, features, bounds, loss=solve)
     with pytest.raises(P.PlanError, match="signature must be loss"):
         _train(dp, features, bounds, loss=S.export_loss(mlp_loss, mlp_init(5), 5))
@@ -300,7 +300,7 @@ def test_bad_sgd_plans_give_clear_errors_in_stage1(sdk) -> None:
                                                          with_label=True)).serialize()
     with pytest.raises(P.PlanError, match="with its VJP"):
         _train(dp, features, bounds, loss=bytes(no_vjp))
-    with pytest.raises(P.PlanError, match="not a jax.export serialization"):
+    with pytest.raises(P.PlanError, match=r"not a jax.export serialization"):
         _train(dp, features, bounds, loss=b"\x00not stablehlo")
     with pytest.raises(P.PlanError, match="unknown column 'nope'"):
         _train(dp, ["nope", *features[1:]], {"nope": (0, 1), **{f: bounds[f]
@@ -308,7 +308,7 @@ def test_bad_sgd_plans_give_clear_errors_in_stage1(sdk) -> None:
     buf = io.BytesIO()
     np.savez(buf, w1=np.array([{"x": 1}], dtype=object), allow_pickle=True)
     doc = sgd_query(features, bounds, params=base64.b64encode(buf.getvalue()).decode())
-    with pytest.raises(P.PlanError, match="not a plain .npz"):
+    with pytest.raises(P.PlanError, match=r"not a plain .npz"):
         P.evaluate(P.parse_plan({"query": doc}), {"h/bc": frame}, {"h/bc": P.SourceRules("h/bc")})
     with pytest.raises(P.PlanError, match="sampling_rate"):
         P.parse_plan({"query": sgd_query(features, bounds, sampling_rate=0.0)})
