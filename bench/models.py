@@ -167,7 +167,7 @@ def mlp_table(seeds: int) -> None:
             model = P.evaluate(doc, {"b/data": train}, rules)
             secs[eps].append(time.perf_counter() - t0)
             x, y, _ = dpsgd.design(query, test)
-            acc[eps].append(dpsgd.view_metrics(query, model.params, x, y)[1] or 0.0)
+            acc[eps].append(dpsgd.view_metrics(query)(model.params, x, y)[1] or 0.0)
         x_tr, y_tr, _ = dpsgd.design(query, train)
         base.append(MLPClassifier((HIDDEN,), activation="tanh", max_iter=2000,
                                   random_state=seed).fit(x_tr, y_tr).score(x, y))

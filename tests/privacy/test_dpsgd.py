@@ -96,7 +96,7 @@ def _held_out_accuracy(model: S.SGDModel, doc: P.PlanDocument, test: pd.DataFram
     query = doc.query
     assert isinstance(query, P.SGDQuery)
     x, y, _ = S.design(query, test)
-    return S.view_metrics(query, model.params, x, y)[1] or 0.0
+    return S.view_metrics(query)(model.params, x, y)[1] or 0.0
 
 
 # --------------------------------------------------------------------------- accuracy

@@ -516,17 +516,30 @@ def train_sgd(query: SGDQuery, frames: Mapping[str, pd.DataFrame],
     return SGDModel(list(query.features), query.label, final, epsilon, delta, meta)
 
 
-def view_metrics(query: SGDQuery, model_params: Mapping[str, np.ndarray], x: np.ndarray,
-                 y: np.ndarray) -> tuple[float, float | None]:
-    """Mean loss and (with a predict function, 0/1 label) accuracy: stage 1, on the view."""
-    init = load_params(_b64(query.params, "parameters"))
-    loss = check_exported(_b64(query.loss, "loss"), init, len(query.features))
-    mean = float(_mean_loss_fn(loss)(model_params, x, y)) if len(y) else float("nan")
-    if query.predict is None or not len(y):
-        return mean, None
+def view_metrics(query: SGDQuery) -> Callable[..., tuple[float, float | None]]:
+    """``metrics(params, x, y) -> (mean loss, accuracy or None)``: stage 1, on the view.
+
+    Accuracy needs a predict function (a logit) and a 0/1 label. The exported code is checked
+    and compiled once, then reused for every epoch of the loss curve.
+    """
     import jax
 
-    predict = check_exported(_b64(query.predict, "predict function"), init, len(query.features),
-                             with_label=False, what="predict function")
-    logits = np.asarray(jax.lax.map(lambda r: predict.call(model_params, r), x))
-    return mean, float(np.mean((logits > 0) == (y > 0.5)))
+    init = load_params(_b64(query.params, "parameters"))
+    mean_loss = _mean_loss_fn(check_exported(_b64(query.loss, "loss"), init,
+                                             len(query.features)))
+    predict = None if query.predict is None else check_exported(
+        _b64(query.predict, "predict function"), init, len(query.features), with_label=False,
+        what="predict function")
+    logits = None if predict is None else jax.jit(
+        lambda p, x: jax.lax.map(lambda r: predict.call(p, r), x))
+
+    def metrics(params: Mapping[str, np.ndarray], x: np.ndarray,
+                y: np.ndarray) -> tuple[float, float | None]:
+        if not len(y):
+            return float("nan"), None
+        mean = float(mean_loss(params, x, y))
+        if logits is None:
+            return mean, None
+        return mean, float(np.mean((np.asarray(logits(params, x)) > 0) == (y > 0.5)))
+
+    return metrics

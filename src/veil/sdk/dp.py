@@ -403,9 +403,10 @@ def _sgd_on_views(query: SGDQuery, frames: dict[str, pd.DataFrame],
 
     x, y, _ = design(query, prepare(query.relation, frames, rules).frame)
     losses: list[float] = []
+    metrics = view_metrics(query)
     model = train_sgd(query, frames, rules,
-                      on_epoch=lambda p: losses.append(view_metrics(query, p, x, y)[0]))
-    _, accuracy = view_metrics(query, model.params, x, y)
+                      on_epoch=lambda p: losses.append(metrics(p, x, y)[0]))
+    _, accuracy = metrics(model.params, x, y)
     return replace(model, view_losses=losses, view_accuracy=accuracy)
 
 
