@@ -196,6 +196,27 @@ def test_units_group_a_units_rows_and_the_cost_is_per_unit() -> None:
     assert xs.shape == (190, 3, 30) and int(mask.sum()) == len(frame)
 
 
+def test_the_exported_bytes_do_not_depend_on_where_the_code_was_written() -> None:
+    """A plan pinned from a stage-1 kernel must equal the one the secure run publishes."""
+    source = ("import jax.numpy as jnp\n"
+              "def loss(p, x, y):\n"
+              "    z = (jnp.tanh(x @ p['w1'] + p['b1']) @ p['w2'] + p['b2'])[0]\n"
+              "    return jnp.logaddexp(0.0, z) - y * z\n")
+    init = mlp_init(4)
+    seen = set()
+    for name, prefix in (("/tmp/ipykernel_11/1.py", ""), ("/outputs/run/2.py", "\n\n\n")):
+        scope: dict[str, Any] = {}
+        exec(compile(prefix + source, name, "exec"), scope)
+        seen.add(S.export_loss(scope["loss"], init, 4))
+    assert len(seen) == 1
+    # ... and the canonical bytes still train: value and gradient as the function's own.
+    loss = S.check_exported(seen.pop(), S.load_params(S.dump_params(init)), 4)
+    x, y = np.linspace(-1, 1, 4, dtype=np.float32), np.float32(1.0)
+    assert float(loss.call(init, x, y)) == pytest.approx(float(mlp_loss(init, x, y)), rel=1e-6)
+    grad = jax.grad(loss.call)(init, x, y)
+    assert np.allclose(grad["w1"], jax.grad(mlp_loss)(init, x, y)["w1"], atol=1e-6)
+
+
 # --------------------------------------------------------------------------- bad plans
 
 

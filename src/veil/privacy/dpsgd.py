@@ -56,9 +56,9 @@ import pandas as pd
 from veil.privacy.errors import InvalidParameterError
 from veil.privacy.plans import PlanError, SGDQuery, SourceRules, prepare
 
-__all__ = ["SGD_MODEL_FORMAT", "SGDModel", "check_exported", "dump_params", "epsilon_for",
-           "export_loss", "export_predict", "load_params", "noise_for", "steps_for",
-           "train_sgd", "verify_sgd_cost"]
+__all__ = ["SGD_MODEL_FORMAT", "SGDModel", "canonical", "check_exported", "dump_params",
+           "epsilon_for", "export_loss", "export_predict", "load_params", "noise_for",
+           "steps_for", "train_sgd", "verify_sgd_cost", "view_metrics"]
 
 SGD_MODEL_FORMAT = "veil-dpsgd-model/1"
 MAX_STEPS = 100_000
@@ -141,7 +141,7 @@ def export_loss(fn: Callable[..., Any], params: Mapping[str, Any], n_features: i
     checked = _checked_params({str(k): np.asarray(v) for k, v in params.items()})
     exported = export.export(jax.jit(fn), platforms=["cpu"])(
         *_avals(checked, n_features, with_label=True))
-    return bytes(exported.serialize(vjp_order=1))
+    return bytes(canonical(exported).serialize(vjp_order=1))
 
 
 def export_predict(fn: Callable[..., Any], params: Mapping[str, Any], n_features: int) -> bytes:
@@ -152,7 +152,28 @@ def export_predict(fn: Callable[..., Any], params: Mapping[str, Any], n_features
     checked = _checked_params({str(k): np.asarray(v) for k, v in params.items()})
     exported = export.export(jax.jit(fn), platforms=["cpu"])(
         *_avals(checked, n_features, with_label=False))
-    return bytes(exported.serialize())
+    return bytes(canonical(exported).serialize())
+
+
+def canonical(exported: Any) -> Any:
+    """The same ``Exported`` (and VJP) without source locations, so the bytes do not depend on
+    where the code was written: a Jupyter cell's file name changes with every kernel, and the
+    plan pinned in stage 1 must be byte-identical to the one the secure run publishes."""
+    import dataclasses
+
+    from jax._src.export import _export  # the portable-artifact writer jax.export itself uses
+    from jax._src.interpreters import mlir as jax_mlir
+    from jax._src.lib import _jax
+    from jax.extend.mlir import ir
+
+    with jax_mlir.make_ir_context():
+        module = _jax.mlir.deserialize_portable_artifact(exported.mlir_module_serialized)
+        text = jax_mlir.module_to_string(module, enable_debug_info=False)
+        stripped = _export._module_to_bytecode(ir.Module.parse(text))
+    get_vjp = exported._get_vjp
+    return dataclasses.replace(
+        exported, mlir_module_serialized=stripped,
+        _get_vjp=None if get_vjp is None else (lambda e: canonical(get_vjp(e))))
 
 
 def check_exported(data: bytes, params: Mapping[str, np.ndarray], n_features: int, *,

@@ -334,8 +334,10 @@ def _code(fn: Any, export: Any, what: str) -> str:
     """A JAX function, an ``Exported`` or its serialized bytes, as base64 of the bytes."""
     if isinstance(fn, bytes | bytearray):
         return _base64(bytes(fn))
-    if hasattr(fn, "serialize") and hasattr(fn, "mlir_module"):
-        return _base64(bytes(fn.serialize(vjp_order=1 if what == "loss" else 0)))
+    if hasattr(fn, "serialize") and hasattr(fn, "mlir_module"):  # a jax.export.Exported
+        from veil.privacy.dpsgd import canonical
+
+        return _base64(bytes(canonical(fn).serialize(vjp_order=1 if what == "loss" else 0)))
     if callable(fn):
         try:
             return _base64(export(fn))
