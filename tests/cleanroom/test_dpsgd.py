@@ -1,7 +1,8 @@
 """DP-SGD of an exported JAX model through the real server, sandbox and executor.
 
-A pinned DP-SGD plan leaves as a charged ``dp_model``; its noise multiplier changed inside the
-run is charged at the executor's cost and held; a plan whose exported loss calls back into
+A pinned DP-SGD plan leaves as a charged ``dp_model`` (also when ``veil.dp.train`` exports the
+loss inside the sandbox); its noise multiplier changed inside the run is charged at the
+executor's cost and held; a plan whose exported loss calls back into
 the host is refused by the executor's check; a DP-SGD model the notebook wrote is refused.
 """
 
@@ -80,8 +81,21 @@ def notebook_for(plans: dict[str, PlanDocument]) -> bytes:
         "                    sha256=hashlib.sha256(data).hexdigest())\n"
         "    write_manifest(out, OutputManifest(outputs=[*m.outputs, e]))\n"
         "v = veil.load('hospital/visits')",
-        # The plans exactly as veil.dp.train writes them (built outside: no export in here).
+        # The plans exactly as veil.dp.train writes them (built outside the sandbox) ...
         writes,
+        # ... and one built by veil.dp.train itself inside the secure stage (jax.export there).
+        "import numpy as np, jax.numpy as jnp\n"
+        "def loss(p, x, y):\n"
+        "    z = (jnp.tanh(x @ p['w1'] + p['b1']) @ p['w2'] + p['b2'])[0]\n"
+        "    return jnp.logaddexp(0.0, z) - y * z\n"
+        "init = {'w1': np.random.default_rng(0).normal(0, 0.5, (2, 4)).astype(np.float32),\n"
+        "        'b1': np.zeros(4, np.float32), 'w2': np.full((4, 1), 0.1, np.float32),\n"
+        "        'b2': np.zeros(1, np.float32)}\n"
+        "veil.publish('sdk_mlp', veil.dp.train(v, loss=loss, params=init,\n"
+        "    features=['age', 'cost'], label='sick',\n"
+        "    bounds={'age': (0.0, 100.0), 'cost': (0.0, 1000.0)}, noise_multiplier=2.0,\n"
+        "    delta=1e-5, clip=1.0, sampling_rate=0.2, batch_size=120, epochs=3,\n"
+        "    learning_rate=0.05))",
         # A "DP-SGD model" whose weights encode the first patient's cost.
         "import base64, io, numpy as np\n"
         "buf = io.BytesIO()\n"
@@ -106,9 +120,11 @@ def done(live_server, tmp_path: Path):
     w.hospital.upload("visits", path, policy=policy() + BUDGET, policy_format="toml")
     pinned = {"mlp": plan(2.0), "edited": plan(1.5), "callback": plan(2.0, callback_loss())}
     ran = {**pinned, "edited": plan(1.0)}  # the notebook lowers the noise inside the run
+    pinned["sdk_mlp"] = plan(2.0)  # what the notebook's own veil.dp.train call must publish
     job = w.researcher.submit({"a.ipynb": notebook_for(ran)}, entrypoint="a.ipynb",
                               inputs=["hospital/visits"],
-                              outputs=["mlp", "edited", "callback", "forged"], plans=pinned)
+                              outputs=["mlp", "edited", "callback", "forged", "sdk_mlp"],
+                              plans=pinned)
     w.hospital.approve(job["id"], job["digest"])
     return w, wait(w.researcher, job["id"], FINAL, timeout=300)
 
@@ -135,5 +151,7 @@ def test_dpsgd_models_leave_only_from_the_executor_with_their_cost(done) -> None
     # A DP-SGD model the notebook wrote: refused outright.
     assert outs["forged"]["status"] == "refused"
     assert "only come from the release executor" in outs["forged"]["reason"]
-    left = 20.0 - mlp["meta"]["epsilon"] - edited["meta"]["epsilon"]
+    # veil.dp.train in the sandbox published the very plan pinned outside it: released.
+    assert outs["sdk_mlp"]["status"] == "released", outs["sdk_mlp"]
+    left = 20.0 - 2 * mlp["meta"]["epsilon"] - edited["meta"]["epsilon"]
     assert w.researcher.budgets()[0]["epsilon_left"] == pytest.approx(left)
