@@ -46,7 +46,7 @@ def callback_loss() -> bytes:
 
     @leak.defjvp
     def _(primals: Any, tangents: Any) -> Any:
-        return leak(primals[0]), jnp.zeros(())
+        return leak(primals[0]), jnp.zeros((), jnp.float32)
 
     avals = S._avals(S._checked_params(INIT), 2, with_label=True)
     exp = export.export(jax.jit(lambda p, x, y: loss(p, x, y) + 0 * leak(y)), platforms=["cpu"],

@@ -230,7 +230,7 @@ def _forged_callback_loss(init: dict[str, np.ndarray], n: int) -> bytes:
 
     @leak.defjvp
     def _(primals: Any, tangents: Any) -> Any:
-        return leak(primals[0]), jnp.zeros(())
+        return leak(primals[0]), jnp.zeros((), jnp.float32)
 
     def loss(p: Any, x: Any, y: Any) -> Any:
         return mlp_loss(p, x, y) + 0 * leak(y)
