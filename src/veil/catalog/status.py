@@ -1,7 +1,8 @@
 """A dataset's life: ``draft`` (policy set) → ``building`` (data stored, views being built in
 the background) → ``ready`` or ``failed`` (with a reason); a provider may delete it
-(``deleted``: key, data and views gone, the row kept for jobs and the audit). Only ``ready`` datasets are visible
-to consumers and usable by jobs; the strings are what the API and the database carry."""
+(``deleted``: key, data and views gone, the row kept for jobs and the audit). Only ``ready``
+datasets are visible to consumers and usable by jobs; the strings are what the API and the
+database carry."""
 
 from __future__ import annotations
 

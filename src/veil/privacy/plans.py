@@ -3,7 +3,8 @@
 A notebook never computes a DP value or an aggregate table that the gate would trust. It
 declares a *plan* — which input datasets, an optional join, row filters, then one DP
 measurement (:class:`DPQuery`), one thresholded group-by (:class:`AggregateQuery`) or one DP
-model training (:class:`TrainQuery`, evaluated by ``veil.privacy.training``) — and the
+model training (:class:`TrainQuery`, evaluated by ``veil.privacy.training``; :class:`SGDQuery`,
+DP-SGD of an exported JAX loss, by ``veil.privacy.dpsgd``) — and the
 release executor evaluates it on the full data after the workload has exited. In stage 1 the
 same functions evaluate the plan on the views, so the researcher sees the code paths and the
 noise. This module is the pure core: plan records, their validation, and their evaluation over
@@ -57,6 +58,7 @@ __all__ = [
     "PlanDocument",
     "PlanError",
     "Relation",
+    "SGDQuery",
     "SourceRules",
     "TrainQuery",
     "evaluate",
@@ -69,7 +71,9 @@ __all__ = [
 
 PLAN_FORMAT = "veil-plan/1"
 _UNITS = "__veil_units__"
-MAX_PLAN_BYTES = 256 * 1024
+# A DP-SGD plan carries its exported loss and initial parameters (base64), hence megabytes.
+MAX_PLAN_BYTES = 4 * 1024 * 1024
+MAX_PINNED_BYTES = 16 * 1024 * 1024
 
 Scalar = str | int | float | bool
 Column = Annotated[str, Field(min_length=1, max_length=256)]
@@ -308,14 +312,81 @@ class TrainQuery(_Plan):
         return self
 
 
-Query = DPQuery | AggregateQuery | TrainQuery
+Base64 = Annotated[str, Field(min_length=4, max_length=MAX_PLAN_BYTES,
+                              pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+
+
+class SGDQuery(_Plan):
+    """DP-SGD of a user-defined model; ``veil.privacy.dpsgd`` checks the code and trains it.
+
+    ``loss`` is a ``jax.export`` serialization (StableHLO, with its VJP) of the per-example
+    loss ``loss(params, x, y) -> scalar`` for one example (``x``: float32[features], ``y``:
+    float32[]); ``predict(params, x) -> scalar`` (optional) is used in stage 1 only, to show
+    accuracy on the view. ``params`` is an ``.npz`` of float32 arrays (no pickle). Both are
+    base64. The executor verifies the exported modules are pure computation before running
+    them, and does the clipping, the Poisson sampling and the noise itself, so the guarantee
+    holds whatever the loss computes.
+
+    ``sampling_rate`` is public (each privacy unit joins each step's batch with this
+    probability); the full data's size is private, so it cannot be derived from ``batch_size``,
+    which is the public expected batch size the noisy gradient sum is divided by. Exactly one
+    of ``noise_multiplier`` and ``epsilon`` (then the multiplier is calibrated to it). Feature
+    bounds are public and required (values are clamped and scaled to [-1, 1]); a label bound
+    is optional (a 0/1 label needs none).
+    """
+
+    kind: Literal["dpsgd"] = "dpsgd"
+    relation: Relation
+    features: list[Column] = Field(min_length=1, max_length=4096)
+    label: Column
+    bounds: dict[Column, Bound]
+    loss: Base64
+    predict: Base64 | None = None
+    params: Base64
+    noise_multiplier: float | None = Field(default=None, gt=0, le=1000)
+    epsilon: float | None = Field(default=None, gt=0)
+    delta: float = Field(gt=0, le=1e-3)
+    clip: float = Field(default=1.0, gt=0, le=1000)
+    sampling_rate: float = Field(gt=0, le=1)
+    batch_size: int = Field(ge=1, le=1_000_000)
+    epochs: float = Field(gt=0, le=1000)
+    learning_rate: float = Field(default=0.01, gt=0, le=100)
+    optimizer: Literal["sgd", "adam"] = "adam"
+
+    @model_validator(mode="after")
+    def _fields(self) -> SGDQuery:
+        if (self.noise_multiplier is None) == (self.epsilon is None):
+            raise ValueError("give exactly one of noise_multiplier and epsilon")
+        if self.epsilon is not None:
+            check_epsilon(self.epsilon)
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features must not repeat")
+        if self.label in self.features:
+            raise ValueError(f"the label {self.label!r} cannot also be a feature")
+        missing = [c for c in self.features if c not in self.bounds]
+        if missing:
+            raise ValueError(f"public bounds are required for {', '.join(missing)}: pass "
+                             "bounds={column: (lower, upper)} chosen without looking at the data")
+        extra = sorted(set(self.bounds) - {*self.features, self.label})
+        if extra:
+            raise ValueError(f"bounds given for {', '.join(extra)}, which the model does not use")
+        for column, pair in self.bounds.items():
+            try:
+                check_bounds(pair, f"bounds of {column!r}")
+            except InvalidParameterError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
+Query = DPQuery | AggregateQuery | TrainQuery | SGDQuery
 
 
 class PlanDocument(_Plan):
     """What a workload writes for ``veil.publish(name, query)``: the plan, never a value."""
 
     format: Literal["veil-plan/1"] = "veil-plan/1"
-    query: Annotated[DPQuery | AggregateQuery | TrainQuery, Field(discriminator="kind")]
+    query: Annotated[DPQuery | AggregateQuery | TrainQuery | SGDQuery,
+                     Field(discriminator="kind")]
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True,
@@ -354,7 +425,7 @@ def parse_pinned(data: bytes) -> dict[str, PlanDocument]:
     encode the data; only a plan fixed before the run, identical to the one the notebook
     publishes, is released without review.
     """
-    if len(data) > 64 * MAX_PLAN_BYTES:
+    if len(data) > MAX_PINNED_BYTES:
         raise PlanError(f"{PINNED_PLANS_FILE} is too large")
     try:
         raw = json.loads(data)
@@ -650,7 +721,8 @@ def _numeric(series: pd.Series) -> bool:
 
 def evaluate(document: PlanDocument, frames: Mapping[str, pd.DataFrame],
              rules: Mapping[str, SourceRules]) -> Any:
-    """The plan's result: a ``DPResult``, an ``AggregateResult`` or a ``training.DPModel``."""
+    """The plan's result: a ``DPResult``, an ``AggregateResult``, a ``training.DPModel`` or a
+    ``dpsgd.SGDModel``."""
     query = document.query
     if isinstance(query, DPQuery):
         return evaluate_dp(query, frames, rules)
@@ -658,4 +730,8 @@ def evaluate(document: PlanDocument, frames: Mapping[str, pd.DataFrame],
         from veil.privacy.training import train
 
         return train(query, frames, rules)
+    if isinstance(query, SGDQuery):
+        from veil.privacy.dpsgd import train_sgd
+
+        return train_sgd(query, frames, rules)
     return evaluate_aggregate(query, frames, rules)

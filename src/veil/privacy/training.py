@@ -40,7 +40,7 @@ from veil.privacy._opendp import dp, features
 from veil.privacy.errors import InvalidParameterError
 from veil.privacy.plans import PlanError, SourceRules, TrainQuery, prepare
 
-__all__ = ["DP_MODEL_FORMAT", "DPModel", "train", "verify_model_cost"]
+__all__ = ["DP_MODEL_FORMAT", "DPModel", "parse_dp_model", "train", "verify_model_cost"]
 
 DP_MODEL_FORMAT = "veil-dp-model/1"
 _FEATURES = ("honest-but-curious", "idealized-numerics")
@@ -115,6 +115,16 @@ class DPModel:
                  f"view {self.view_score:.3f}")
         return (f"DPModel({self.model} on {len(self.features)} features{score}, "
                 f"cost=(epsilon={self.epsilon:.6g}, delta={self.delta:.3g}))")
+
+
+def parse_dp_model(doc: Mapping[str, Any]) -> Any:
+    """A ``dp_model`` output by its format: OpenDP's linear model or a DP-SGD model; each
+    parser re-derives the cost from the parameters (the gate's check)."""
+    from veil.privacy.dpsgd import SGD_MODEL_FORMAT, SGDModel
+
+    if isinstance(doc, Mapping) and doc.get("format") == SGD_MODEL_FORMAT:
+        return SGDModel.from_json(doc)
+    return DPModel.from_json(doc)
 
 
 # --------------------------------------------------------------------------- measurements

@@ -5,10 +5,12 @@ exited, the worker runs this module in a process of its own (``python -I -m
 veil.release.executor``): code of the measured runtime — its digest is in the launch event log
 (:func:`code_digest`) — never of the bundle. It fetches each input's data key through the job's
 key agent, exactly as the workload did (broker nonce, evidence, verifier, provider policy),
-evaluates every plan with ``veil.privacy.plans`` and OpenDP, writes the results and reports
-their cost from OpenDP's privacy map. The host side (:func:`execute_plans`) then replaces each
-plan in the output manifest with the executor's result, so the final attestation quotes what
-trusted code computed, and hands the gate typed :class:`Executed` records.
+evaluates every plan with ``veil.privacy.plans`` and OpenDP (DP-SGD plans: ``privacy.dpsgd``,
+which runs the notebook's exported JAX loss only after checking it is pure computation),
+writes the results and reports their cost from the library's privacy map or accountant. The
+host side (:func:`execute_plans`) then replaces each plan in the output manifest with the
+executor's result, so the final attestation quotes what trusted code computed, and hands the
+gate typed :class:`Executed` records.
 
 A plan that cannot be evaluated fails alone, with a data-free reason (``Failed``); the job goes
 on.
@@ -52,7 +54,8 @@ __all__ = ["Executed", "ExecutorError", "ExecutorReport", "Failed", "ModelChecke
 # The modules whose code decides every released DP value, aggregate table and model audit.
 MEASURED_MODULES = ("veil/release/executor.py", "veil/privacy/plans.py",
                     "veil/privacy/mechanisms.py", "veil/privacy/_opendp.py",
-                    "veil/privacy/training.py", "veil/privacy/model_io.py",
+                    "veil/privacy/training.py", "veil/privacy/dpsgd.py",
+                    "veil/privacy/model_io.py",
                     "veil/privacy/membership.py",
                     "veil/catalog/ingest.py", "veil/crypto/envelope.py", "veil/tee/agent.py")
 _MAX_REPORT_BYTES = 4 * 1024 * 1024
@@ -194,6 +197,7 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
 
     from veil.catalog.ingest import load_frame
     from veil.crypto.envelope import DataKey
+    from veil.privacy.dpsgd import SGDModel
     from veil.privacy.errors import PrivacyError
     from veil.privacy.mechanisms import DPResult
     from veil.privacy.plans import SourceRules, evaluate, parse_plan
@@ -239,6 +243,11 @@ def _run(request: Mapping[str, Any]) -> dict[str, Any]:
                 payload = json.dumps(result.to_json(), allow_nan=False).encode()
                 facts = {"epsilon": result.epsilon, "delta": result.delta,
                          "d_in": int(result.params["d_in"]), "mechanism": f"dp_gd_{result.model}"}
+            elif isinstance(result, SGDModel):
+                kind = "dp_model"
+                payload = json.dumps(result.to_json(), allow_nan=False).encode()
+                facts = {"epsilon": result.epsilon, "delta": result.delta,
+                         "d_in": int(result.meta["d_in"]), "mechanism": "dp_sgd"}
             else:
                 buf = io.BytesIO()
                 pq.write_table(pa.Table.from_pandas(result.table, preserve_index=False), buf)

@@ -9,7 +9,8 @@ Nothing the workload computed is trusted. Rules, in order:
   * an aggregate table leaves only if the executor computed it from a pinned plan (it counted
     the groups and dropped or refused the small ones itself); unpinned, it waits for review;
   * a DP model (``dp_model``) is treated like a DP result: only from the executor, from a
-    pinned training plan, its cost re-derived from OpenDP's map and charged;
+    pinned training plan, its cost re-derived (OpenDP's map; dp-accounting's RDP for DP-SGD)
+    and charged;
   * a plan the executor could not evaluate is refused with the executor's reason, and a "dp",
     "aggregate" or "dp_model" entry the executor did not write is refused as a forgery;
   * a model the notebook trained (``model``) always waits for review, with the facts and the
@@ -157,9 +158,9 @@ def _dp(entry: OutputEntry, path: Path, data: bytes, done: Executed,
         hold: str | None) -> Decision:
     """Re-derive the executor's cost from the mechanism (defence in depth), then charge it."""
     from veil.privacy import DPResult, PrivacyError
-    from veil.privacy.training import DPModel
+    from veil.privacy.training import parse_dp_model
 
-    parse = DPModel.from_json if entry.kind == "dp_model" else DPResult.from_json
+    parse = parse_dp_model if entry.kind == "dp_model" else DPResult.from_json
     try:
         result = parse(json.loads(data))
     except (ValueError, KeyError, TypeError, PrivacyError) as exc:

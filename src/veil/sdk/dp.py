@@ -14,7 +14,9 @@ is charged from OpenDP's privacy map of that evaluation.
 
 DP training (:func:`linear_regression`, :func:`logistic_regression`) is a plan too: the
 executor trains on the full data with OpenDP and writes the DP model (kind ``dp_model``); in
-stage 1 ``q.value`` is the model trained on the view, with its score there.
+stage 1 ``q.value`` is the model trained on the view, with its score there. :func:`train` does
+the same for any architecture: its per-example loss is exported with ``jax.export`` and trained
+by DP-SGD in trusted code (``veil.privacy.dpsgd``).
 
 Data: pass what ``veil.load`` returned, a dataset name, or a relation built with
 :func:`table`, :func:`join`, ``.derive`` (row-wise derived columns) and ``.filter``. A
@@ -30,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from veil.privacy.dpsgd import SGDModel
 from veil.privacy.mechanisms import DPResult
 from veil.privacy.plans import (
     AggregateResult,
@@ -37,6 +40,7 @@ from veil.privacy.plans import (
     PlanDocument,
     PlanError,
     Relation,
+    SGDQuery,
     SourceRules,
     TrainQuery,
     _build,
@@ -62,6 +66,7 @@ __all__ = [
     "quantile",
     "sum",
     "table",
+    "train",
 ]
 
 # id(frame) -> (weak reference, dataset name): which frames came straight from veil.load.
@@ -87,7 +92,7 @@ class Query:
 
     def __init__(self, plan: PlanDocument) -> None:
         self.plan = plan
-        self._result: DPResult | AggregateResult | DPModel | None = None
+        self._result: DPResult | AggregateResult | DPModel | SGDModel | None = None
         from veil.sdk import stage
 
         if stage() != "secure":
@@ -101,12 +106,12 @@ class Query:
                             "after the notebook exits; the notebook never sees its value")
         if isinstance(self._result, AggregateResult):
             return self._result.table
-        if isinstance(self._result, DPModel):
+        if isinstance(self._result, DPModel | SGDModel):
             return self._result
         return self._result.value
 
     @property
-    def result(self) -> DPResult | AggregateResult | DPModel | None:
+    def result(self) -> DPResult | AggregateResult | DPModel | SGDModel | None:
         return self._result
 
     def __repr__(self) -> str:
@@ -116,6 +121,8 @@ class Query:
                     f"{query.measure.epsilon:g}")
         elif isinstance(query, TrainQuery):
             what = f"{query.model} of {query.label}, epsilon {query.epsilon:g}"
+        elif isinstance(query, SGDQuery):
+            what = f"DP-SGD of {query.label}, {_sgd_cost(query)}"
         else:
             what = f"aggregate by {', '.join(query.by)}"
         over = " ⋈ ".join(query.relation.sources)
@@ -280,6 +287,84 @@ def _train(data: Any, model: str, features: Sequence[str], label: str,
     return Query(_build(PlanDocument, doc))
 
 
+def train(data: Any, *, loss: Any, params: dict[str, Any], features: Sequence[str],
+          label: str, bounds: dict[str, tuple[float, float]], sampling_rate: float,
+          batch_size: int, epochs: float, clip: float = 1.0, delta: float = 1e-6,
+          noise_multiplier: float | None = None, epsilon: float | None = None,
+          predict: Any = None, learning_rate: float = 0.01,
+          optimizer: str = "adam") -> Query:
+    """DP-SGD of a user-defined model (see ``veil.privacy.dpsgd``); returns a Query.
+
+    ``loss(params, x, y) -> scalar`` is the per-example loss of ONE example (``x``:
+    float32[len(features)], scaled to [-1, 1] by the public ``bounds``; ``y``: float32), a JAX
+    function or its ``jax.export`` serialization (bytes, with ``vjp_order=1``); ``params`` maps
+    names to float arrays (the initial parameters). ``sampling_rate`` is public: each privacy
+    unit joins each step with this probability (choose it as batch_size / the data's published
+    size: the full data's size is private); the noisy gradient sum is divided by
+    ``batch_size``. Give ``noise_multiplier`` or a target ``epsilon``. ``predict(params, x)``
+    (a logit) lets stage 1 show accuracy on the view. Stage 1: trained on the view at once;
+    ``q.value`` is the model with its loss curve and accuracy there, ``repr(q)`` the epsilon
+    the plan costs.
+    """
+    from veil.privacy.dpsgd import dump_params, export_loss, export_predict
+
+    if isinstance(features, str):
+        raise PlanError("features must be a list of column names")
+    if not isinstance(bounds, dict) or not isinstance(params, dict):
+        raise PlanError("bounds must map each column to its public (lower, upper), and params "
+                        "each parameter name to an array")
+    n = len(features)
+    import numpy as np
+
+    init = {str(k): np.asarray(v) for k, v in params.items()}
+    doc = {"query": {"kind": "dpsgd", "relation": table(data).model_dump(mode="json"),
+                     "features": list(features), "label": label,
+                     "bounds": {str(k): _plain(v) for k, v in bounds.items()},
+                     "loss": _code(loss, lambda f: export_loss(f, init, n), "loss"),
+                     "predict": None if predict is None else _code(
+                         predict, lambda f: export_predict(f, init, n), "predict"),
+                     "params": _base64(dump_params(init)),
+                     "noise_multiplier": noise_multiplier, "epsilon": epsilon, "delta": delta,
+                     "clip": clip, "sampling_rate": sampling_rate, "batch_size": batch_size,
+                     "epochs": epochs, "learning_rate": learning_rate, "optimizer": optimizer}}
+    return Query(_build(PlanDocument, doc))
+
+
+def _code(fn: Any, export: Any, what: str) -> str:
+    """A JAX function, an ``Exported`` or its serialized bytes, as base64 of the bytes."""
+    if isinstance(fn, bytes | bytearray):
+        return _base64(bytes(fn))
+    if hasattr(fn, "serialize") and hasattr(fn, "mlir_module"):  # a jax.export.Exported
+        from veil.privacy.dpsgd import canonical
+
+        return _base64(bytes(canonical(fn).serialize(vjp_order=1 if what == "loss" else 0)))
+    if callable(fn):
+        try:
+            return _base64(export(fn))
+        except Exception as exc:  # jax refuses: host callbacks, shape errors, ...
+            raise PlanError(f"the {what} cannot be exported with jax.export: "
+                            f"{type(exc).__name__}: {str(exc)[:300]}") from None
+    raise PlanError(f"{what} must be a JAX function or its jax.export serialization")
+
+
+def _base64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def _sgd_cost(query: SGDQuery) -> str:
+    from veil.privacy.dpsgd import epsilon_for, steps_for
+
+    try:
+        steps = steps_for(query.sampling_rate, query.epochs)
+        eps = query.epsilon if query.noise_multiplier is None else epsilon_for(
+            query.noise_multiplier, query.sampling_rate, steps, query.delta)
+    except PlanError:
+        return "cost unknown"
+    return f"costs epsilon {eps:.4g} at delta {query.delta:g} over {steps} steps"
+
+
 def _by(by: str | Sequence[str]) -> list[str]:
     return [by] if isinstance(by, str) else list(by)
 
@@ -287,7 +372,7 @@ def _by(by: str | Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- stage 1
 
 
-def _evaluate_on_views(plan: PlanDocument) -> DPResult | AggregateResult | DPModel:
+def _evaluate_on_views(plan: PlanDocument) -> DPResult | AggregateResult | DPModel | SGDModel:
     missing = [s for s in plan.query.relation.sources if s not in _VIEWS]
     if missing:
         import veil.sdk
@@ -296,6 +381,8 @@ def _evaluate_on_views(plan: PlanDocument) -> DPResult | AggregateResult | DPMod
             veil.sdk.load(name)
     frames = {name: _VIEWS[name][0] for name in plan.query.relation.sources}
     rules = {name: _VIEWS[name][1] for name in plan.query.relation.sources}
+    if isinstance(plan.query, SGDQuery):
+        return _sgd_on_views(plan.query, frames, rules)
     result = evaluate(plan, frames, rules)
     if isinstance(result, DPModel):  # the score on the view: stage 1 only, never in the executor
         from dataclasses import replace
@@ -306,6 +393,23 @@ def _evaluate_on_views(plan: PlanDocument) -> DPResult | AggregateResult | DPMod
         result = replace(result, view_score=score(result, view))
     assert isinstance(result, DPResult | AggregateResult | DPModel)
     return result
+
+
+def _sgd_on_views(query: SGDQuery, frames: dict[str, pd.DataFrame],
+                  rules: dict[str, SourceRules]) -> SGDModel:
+    """Train on the views with the executor's own code; loss curve and accuracy on the view."""
+    from dataclasses import replace
+
+    from veil.privacy.dpsgd import design, train_sgd, view_metrics
+    from veil.privacy.plans import prepare
+
+    x, y, _ = design(query, prepare(query.relation, frames, rules).frame)
+    losses: list[float] = []
+    metrics = view_metrics(query)
+    model = train_sgd(query, frames, rules,
+                      on_epoch=lambda p: losses.append(metrics(p, x, y)[0]))
+    _, accuracy = metrics(model.params, x, y)
+    return replace(model, view_losses=losses, view_accuracy=accuracy)
 
 
 def is_query(value: object) -> bool:

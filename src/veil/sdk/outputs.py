@@ -109,12 +109,17 @@ def _training_data(model: Any, trained_on: Any, features: list[str] | None,
 
 
 def _preview(value: Any) -> tuple[str, bytes] | None:
+    from veil.privacy.dpsgd import SGDModel
     from veil.privacy.mechanisms import DPResult
     from veil.privacy.training import DPModel
     from veil.sdk.dp import Query
 
     if not isinstance(value, Query) or value.result is None:
         return None
+    if isinstance(value.result, SGDModel):  # the view's curve is the researcher's, not a release
+        return "json", json.dumps({**value.result.to_json(), "view_losses":
+                                   value.result.view_losses, "view_accuracy":
+                                   value.result.view_accuracy}).encode()
     if isinstance(value.result, DPResult | DPModel):
         return "json", json.dumps(value.result.to_json()).encode()
     buf = io.BytesIO()
