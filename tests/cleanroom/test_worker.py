@@ -151,7 +151,7 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path, database_url: str) -> None
         upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
         code = "import time, veil\ntime.sleep(4)\nveil.publish('done', 1)\n"
         job = w.researcher.submit({"a.py": code.encode()}, entrypoint="a.py",
-                                  inputs=["hospital/visits"])
+                                  inputs=["hospital/visits"], outputs=["done"])
         w.hospital.approve(job["id"], job["digest"])
         wait(w.researcher, job["id"], {"running"}, timeout=60)
         server.send_signal(signal.SIGKILL)
@@ -274,7 +274,7 @@ def test_kill_9_mid_job_leaves_nothing_after_restart(tmp_path: Path) -> None:
         upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
         code = "import time, veil\ntime.sleep(6)\nveil.publish('done', 1)\n"
         job = w.researcher.submit({"a.py": code.encode()}, entrypoint="a.py",
-                                  inputs=["hospital/visits"])
+                                  inputs=["hospital/visits"], outputs=["done"])
         w.hospital.approve(job["id"], job["digest"])
         wait(w.researcher, job["id"], {"running"}, timeout=60)
         deadline = time.monotonic() + 30

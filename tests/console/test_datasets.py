@@ -186,7 +186,7 @@ def test_console_upload_needs_the_csrf_header(live_server, world) -> None:
         == "draft"
     done = provider.put(url, content=body, headers={"X-CSRF-Token": csrf})
     assert done.status_code == 200 and done.json()["rows"] == 80
-    assert world.hospital.dataset("hospital/claims")["status"] == "ready"
+    assert world.hospital.wait_ready("hospital/claims", timeout_s=120)["status"] == "ready"
     # A consumer's session cannot upload, even with its own valid CSRF token.
     consumer = signin(live_server.url, world.researcher.token)
     theirs = csrf_of(consumer.get("/consumer").text)

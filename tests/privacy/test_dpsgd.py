@@ -311,7 +311,8 @@ def test_bad_sgd_plans_give_clear_errors_in_stage1(sdk) -> None:
         _train(dp, features, bounds, loss=callback)
 
     def solve(p: Any, x: Any, y: Any) -> Any:  # LAPACK on CPU is a custom call: refused too
-        return mlp_loss(p, x, y) + jnp.sum(jnp.linalg.solve(jnp.eye(4) + jnp.outer(x, x), x))
+        a = jnp.eye(4, dtype=jnp.float32) + jnp.outer(x, x)  # float32 even under jax x64
+        return mlp_loss(p, x, y) + jnp.sum(jnp.linalg.solve(a, x))
 
     with pytest.raises(P.PlanError, match=r"custom calls.*lapack"):
         _train(dp, features, bounds, loss=solve)
