@@ -166,7 +166,9 @@ def test_provider_creates_and_uploads_a_dataset_with_progress(served: Any, world
     # Reloaded once the data is in: a ready dataset has no upload form.
     page.wait_for_selector("#upload-form", state="detached", timeout=60_000)
     assert world.hospital.dataset("hospital/admissions")["rows"] == 500
+    # The views build in the background: the page says so and refreshes itself until ready.
     page.goto(page.url.split("#")[0])
+    page.wait_for_selector("#view-build", state="detached", timeout=60_000)
     main = page.inner_text("main")
     assert "patient_id" in main and "mock" in main and "ready" in main
     shoot(page, "provider-dataset")

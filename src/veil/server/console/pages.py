@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from veil import audit, identity
+from veil.catalog import status as dataset_status
 from veil.catalog.errors import PolicyError
 from veil.catalog.service import policy_of
 from veil.identity import NotFound, Role
@@ -271,7 +272,8 @@ def provider_dataset(request: Request, dataset_id: str, signed: ProviderPage,
                 [(c.at.isoformat(), c.epsilon) for c in charges], budget["epsilon_total"])
     policy = json.dumps(info["policy"], indent=2, sort_keys=True)
     return page(request, "provider_dataset.html", signed, dataset=info, budgets=budgets,
-                policy_text=policy, policy_format="json", diff=None)
+                policy_text=policy, policy_format="json", diff=None,
+                refresh=info["status"] == dataset_status.BUILDING)
 
 
 @router.post("/provider/datasets/{dataset_id}/policy")
