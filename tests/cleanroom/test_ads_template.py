@@ -1,0 +1,84 @@
+"""The ads-measurement template job through the real server: publisher and advertiser upload,
+the researcher submits the template with its pinned plans, both approve, and the executor
+releases DP conversions and values per campaign and group, each charged."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cleanroom.helpers import FINAL, make_world, wait
+from veil.templates.ads import AdsParams, notebook, plans
+
+POLICY = """\
+consumers = ["lab"]
+min_group_size = 5
+categories = {cats}
+
+[privacy_unit]
+id_column = "user_id"
+max_contributions = 1
+
+[approval]
+mode = "manual"
+
+[budget]
+epsilon = 4.0
+delta = 0.0
+rule = "basic"
+"""
+CAMPAIGNS = ["c1", "c2"]
+PARAMS = AdsParams(publisher="hospital/impressions", advertiser="insurer/conversions",
+                   window=7.0, cap=100.0, epsilon=2.0)
+
+
+def _data(n: int = 4000) -> tuple[str, str, dict[tuple[str, str], int]]:
+    rng = random.Random(7)
+    imps, convs = ["user_id,campaign,group,t0"], ["user_id,t1,value"]
+    truth: dict[tuple[str, str], int] = {}
+    for uid in range(1, n + 1):
+        c, g, t0 = rng.choice(CAMPAIGNS), rng.choice(["test", "control"]), rng.randint(0, 50)
+        imps.append(f"{uid},{c},{g},{t0}")
+        if rng.random() < (0.5 if g == "test" else 0.3):
+            t1 = t0 + rng.randint(-3, 12)
+            convs.append(f"{uid},{t1},{rng.randint(1, 150)}")
+            if 0 < t1 - t0 <= PARAMS.window:
+                truth[(c, g)] = truth.get((c, g), 0) + 1
+    return "\n".join(imps) + "\n", "\n".join(convs) + "\n", truth
+
+
+def _upload(client: Any, tmp: Path, name: str, text: str, cats: str) -> None:
+    path = tmp / f"{name}.csv"
+    path.write_text(text)
+    client.upload(name, path, policy=POLICY.format(cats=cats), policy_format="toml")
+
+
+@pytest.mark.slow
+def test_ads_template_is_released_by_the_executor_and_charged(live_server: Any,
+                                                              tmp_path: Path) -> None:
+    w = make_world(live_server)
+    imps, convs, truth = _data()
+    _upload(w.hospital, tmp_path, "impressions", imps,
+            '{ campaign = ["c1", "c2"], group = ["test", "control"] }')
+    _upload(w.insurer, tmp_path, "conversions", convs, "{}")
+
+    pinned = plans(PARAMS)
+    job = w.researcher.submit({"ads.ipynb": notebook(PARAMS)}, entrypoint="ads.ipynb",
+                              inputs=[PARAMS.publisher, PARAMS.advertiser],
+                              outputs=sorted(pinned), plans=pinned)
+    for provider in (w.hospital, w.insurer):
+        provider.approve(job["id"], job["digest"])
+    done = wait(w.researcher, job["id"], FINAL)
+    assert done["state"] == "released", (done["result"], done["transitions"][-1])
+    outs = {o["name"]: o for o in done["outputs"]}
+    assert {o["status"] for o in outs.values()} == {"released"}
+    left = outs["value"]["meta"]["budget_left"]
+    assert left[PARAMS.publisher]["epsilon"] == pytest.approx(2.0, abs=1e-6)
+
+    released = json.loads(w.researcher.output(job["id"], "conversions"))
+    print(released)
+    assert released["epsilon"] == pytest.approx(1.0)
