@@ -129,3 +129,42 @@ def test_template_notebook_publishes_exactly_the_pinned_plans_in_stage_one(
     for name, q in published.items():
         assert q.plan == pinned[name]
         assert q.value is not None  # evaluated on the views in stage 1
+
+
+def test_cli_writes_the_template_and_its_pinned_plans(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from veil.cli import app
+    from veil.privacy.plans import parse_pinned
+
+    out = tmp_path / "job"
+    args = ["job", "template", "ads-measurement", "-o", str(out), "--publisher",
+            PARAMS.publisher, "--advertiser", PARAMS.advertiser, "--window", "7",
+            "--cap", "100", "--epsilon", "2", "--campaign", "c1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    pinned = parse_pinned((out / "veil.plans.json").read_bytes())
+    wanted = AdsParams(publisher=PARAMS.publisher, advertiser=PARAMS.advertiser, window=7.0,
+                       cap=100.0, epsilon=2.0, campaigns=("c1",))
+    assert pinned == plans(wanted)
+    assert (out / "ads_measurement.ipynb").read_bytes() == notebook(wanted)
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--epsilon", "0", "epsilon must be positive"),
+    ("--window", "-1", "window must be positive"),
+    ("--publisher", "no-owner", "dataset"),
+])
+def test_cli_refuses_bad_parameters_and_writes_nothing(tmp_path: Path, flag: str, value: str,
+                                                       message: str) -> None:
+    from typer.testing import CliRunner
+
+    from veil.cli import app
+
+    out = tmp_path / "job"
+    args = ["job", "template", "ads-measurement", "-o", str(out), "--publisher",
+            PARAMS.publisher, "--advertiser", PARAMS.advertiser, flag, value]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not out.exists()

@@ -322,3 +322,41 @@ def attestation(
         console.print(f"token written to {to}")
     if not verdict.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def template(
+    kind: str = typer.Argument(..., help="the template: ads-measurement"),
+    out: Path = typer.Option(..., "--out", "-o", file_okay=False, help="folder to write into"),
+    publisher: str = typer.Option(..., "--publisher", help="impressions dataset owner/name"),
+    advertiser: str = typer.Option(..., "--advertiser", help="conversions dataset owner/name"),
+    id_column: str = typer.Option("user_id", "--id-column", help="the shared privacy id"),
+    window: float = typer.Option(7.0, "--window", help="attribution window: 0 < t1-t0 <= it"),
+    campaigns: list[str] = typer.Option([], "--campaign", help="keep only these (repeat)"),
+    cap: float = typer.Option(100.0, "--cap", help="conversion values are clipped to it"),
+    epsilon: float = typer.Option(1.0, "--epsilon", help="total, split over the two outputs"),
+) -> None:
+    """Write a ready clean-room job: the notebook and its pinned plans (veil.plans.json)."""
+    from veil.names import InvalidName, check_dataset_ref
+    from veil.privacy.plans import PINNED_PLANS_FILE, pin_plans
+    from veil.templates.ads import OUTPUTS, AdsParams, notebook, plans
+
+    if kind != "ads-measurement":
+        err_console.print(f"[red]error[/red]: unknown template {kind!r}; try ads-measurement")
+        raise typer.Exit(1)
+    try:
+        for name in (publisher, advertiser):
+            check_dataset_ref(name)
+        params = AdsParams(publisher=publisher, advertiser=advertiser, id_column=id_column,
+                           window=window, cap=cap, epsilon=epsilon, campaigns=tuple(campaigns))
+        pinned = plans(params)
+    except (InvalidName, ValueError) as exc:
+        err_console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(1) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ads_measurement.ipynb").write_bytes(notebook(params))
+    (out / PINNED_PLANS_FILE).write_bytes(pin_plans(pinned))
+    outputs = " ".join(f"--output {o}" for o in OUTPUTS)
+    console.print(f"wrote {out}/ads_measurement.ipynb and {out}/{PINNED_PLANS_FILE}; submit: "
+                  f"veil job submit {out}/ads_measurement.ipynb {out}/{PINNED_PLANS_FILE} "
+                  f"-i {publisher} -i {advertiser} {outputs}", highlight=False)

@@ -35,14 +35,25 @@ class AdsParams:
     value: str = "value"
     campaign: str = "campaign"
     group: str = "group"
+    campaigns: tuple[str, ...] = ()  # empty: every campaign the publisher's policy declares
+
+    def __post_init__(self) -> None:
+        for what, x in (("window", self.window), ("cap", self.cap), ("epsilon", self.epsilon)):
+            if not x > 0:
+                raise ValueError(f"{what} must be positive, got {x}")
+        if self.publisher == self.advertiser:
+            raise ValueError("the publisher and advertiser datasets must differ")
 
 
 def _relation(p: AdsParams) -> Relation:
     base = _build(Relation, {"sources": [p.publisher]}).join(
         _build(Relation, {"sources": [p.advertiser]}), on=p.id_column)
-    return (base.derive("delay", "sub", p.t1, p.t0)
+    rel = (base.derive("delay", "sub", p.t1, p.t0)
             .derive("clipped_value", "min", p.value, float(p.cap))
             .filter("delay", ">", 0).filter("delay", "<=", float(p.window)))
+    if p.campaigns:
+        rel = rel.filter(p.campaign, "in", list(p.campaigns))
+    return rel
 
 
 def plans(p: AdsParams) -> dict[str, PlanDocument]:
@@ -60,7 +71,8 @@ def plans(p: AdsParams) -> dict[str, PlanDocument]:
 
 
 def notebook(p: AdsParams) -> bytes:
-    """The template notebook with ``p`` filled in (values written as Python literals)."""
+    """The template notebook with ``p`` filled in (values written as Python literals);
+    deterministic, so a provider can regenerate it and compare."""
     eps = p.epsilon / len(OUTPUTS)
     cells = [
         "# Ads measurement: conversions and value per campaign and test/control group.\n"
@@ -71,12 +83,14 @@ def notebook(p: AdsParams) -> bytes:
         f"j = veil.dp.join(imps, convs, on={p.id_column!r})\n"
         f"j = j.derive('delay', 'sub', {p.t1!r}, {p.t0!r})\n"
         f"j = j.derive('clipped_value', 'min', {p.value!r}, {float(p.cap)!r})\n"
-        f"j = j.filter('delay', '>', 0).filter('delay', '<=', {float(p.window)!r})",
+        f"j = j.filter('delay', '>', 0).filter('delay', '<=', {float(p.window)!r})"
+        + (f"\nj = j.filter({p.campaign!r}, 'in', {list(p.campaigns)!r})" if p.campaigns else ""),
         f"by = [{p.campaign!r}, {p.group!r}]\n"
         f"veil.publish('conversions', veil.dp.grouped_count(j, by, epsilon={eps!r}))\n"
         f"veil.publish('value', veil.dp.grouped_sum(j, by, 'clipped_value', "
         f"bounds=(0.0, {float(p.cap)!r}), epsilon={eps!r}))",
     ]
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    # Fixed cell ids: the same parameters give the same bytes, so the same bundle digest.
+    nb.cells = [nbformat.v4.new_code_cell(c, id=f"ads-{i}") for i, c in enumerate(cells)]
     return nbformat.writes(nb).encode()
