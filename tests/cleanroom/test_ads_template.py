@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests.cleanroom.helpers import FINAL, make_world, wait
-from veil.templates.ads import AdsParams, notebook, plans
+from veil.privacy.plans import PINNED_PLANS_FILE, pin_plans
+from veil.templates.ads import OUTPUTS, AdsParams, notebook, plans
 
 POLICY = """\
 consumers = ["lab"]
@@ -74,10 +75,10 @@ def test_ads_template_is_released_by_the_executor_and_charged(live_server: Any,
             '{ campaign = ["c1", "c2"], group = ["test", "control"] }')
     _upload(w.insurer, tmp_path, "conversions", convs, "{}")
 
-    pinned = plans(PARAMS)
-    job = w.researcher.submit({"ads.ipynb": notebook(PARAMS)}, entrypoint="ads.ipynb",
-                              inputs=[PARAMS.publisher, PARAMS.advertiser],
-                              outputs=sorted(pinned), plans=pinned)
+    # The files `veil job template` writes, submitted as they are.
+    files = {"ads_measurement.ipynb": notebook(PARAMS), PINNED_PLANS_FILE: pin_plans(plans(PARAMS))}
+    job = w.researcher.submit(files, entrypoint="ads_measurement.ipynb",
+                              inputs=[PARAMS.publisher, PARAMS.advertiser], outputs=list(OUTPUTS))
     for provider in (w.hospital, w.insurer):
         provider.approve(job["id"], job["digest"])
     done = wait(w.researcher, job["id"], FINAL)
