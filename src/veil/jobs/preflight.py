@@ -35,8 +35,8 @@ from sqlalchemy.orm import Session
 
 from veil import audit
 from veil.catalog.service import Catalog, policy_of, schema_columns
-from veil.identity import Caller, Forbidden, Role
-from veil.jobs.bundle import Bundle, BundleError, make_bundle
+from veil.identity import Caller, Forbidden
+from veil.jobs.bundle import Bundle
 from veil.jobs.limits import effective_limits
 from veil.privacy import Budget, BudgetPolicy, check_charge
 from veil.privacy.plans import PINNED_PLANS_FILE, PlanError, SourceRules, parse_pinned
@@ -109,28 +109,23 @@ def prepare(session: Session, catalog: Catalog, caller: Caller, files: Mapping[s
             entrypoint: str, inputs: Sequence[str], outputs: Sequence[str], backend: str,
             limits: SandboxLimits, max_bundle_bytes: int) -> PreflightPlan:
     """Check the would-be submission exactly as ``submit`` does and read the caller's views."""
-    from veil.jobs.service import _check_pinned_plans
+    from veil.jobs.service import admit
     from veil.release import ledger
 
-    if caller.role is not Role.CONSUMER or caller.party_id is None:
+    bundle, datasets = admit(session, catalog, caller, files, entrypoint=entrypoint,
+                             inputs=inputs, outputs=outputs, backend=backend,
+                             max_bundle_bytes=max_bundle_bytes, doing="run pre-flights")
+    party_id = caller.party_id
+    if party_id is None:  # admit() refused it already; narrowed for the type checker
         raise Forbidden("only consumers run pre-flights")
-    if sum(len(v) for v in files.values()) > max_bundle_bytes:
-        raise BundleError(f"bundle exceeds {max_bundle_bytes} bytes")
-    bundle = make_bundle(files, entrypoint=entrypoint, inputs=inputs, outputs=outputs)
-    _check_pinned_plans(bundle)
     staged: list[_Input] = []
     policies = []
-    for name in bundle.inputs:
-        dataset = catalog.lookup(session, name)
-        if dataset is None or not catalog.may_use(caller, dataset):
-            raise Forbidden(f"you may not use dataset {name!r}")
+    for name, dataset in zip(bundle.inputs, datasets, strict=True):
         policy = policy_of(dataset)
-        if backend not in policy.allowed_backends:
-            raise Forbidden(f"dataset {name!r} does not allow the {backend!r} backend")
         kind, view = catalog.view_bytes(session, caller, name, None)
         staged.append(_Input(name, kind, view, policy.public_rules(),
                              schema_columns(dataset.schema),
-                             ledger.standing(session, dataset, caller.party_id)))
+                             ledger.standing(session, dataset, party_id)))
         policies.append(policy.limits)
     pinned_file = bundle.files.get(PINNED_PLANS_FILE)
     pinned = ({} if pinned_file is None else

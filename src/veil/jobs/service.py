@@ -26,12 +26,14 @@ class JobError(VeilError, ValueError):
     status_hint = 422
 
 
-def submit(session: Session, catalog: Catalog, caller: Caller, files: Mapping[str, bytes], *,
-           entrypoint: str, inputs: Sequence[str], outputs: Sequence[str] = (),
-           backend: str, insecure: bool = False,
-           max_bundle_bytes: int = 16 * 1024**2) -> Job:
+def admit(session: Session, catalog: Catalog, caller: Caller, files: Mapping[str, bytes], *,
+          entrypoint: str, inputs: Sequence[str], outputs: Sequence[str], backend: str,
+          max_bundle_bytes: int, doing: str = "submit jobs") -> tuple[Bundle, list[Dataset]]:
+    """The checks a bundle passes before it may run anywhere (``submit`` and the pre-flight
+    share them): a consumer, the size, a well-formed bundle and pinned plans, inputs the
+    caller may use, a backend every input's policy allows."""
     if caller.role is not Role.CONSUMER or caller.party_id is None:
-        raise Forbidden("only consumers submit jobs")
+        raise Forbidden(f"only consumers {doing}")
     if sum(len(v) for v in files.values()) > max_bundle_bytes:
         raise BundleError(f"bundle exceeds {max_bundle_bytes} bytes")
     bundle = make_bundle(files, entrypoint=entrypoint, inputs=inputs, outputs=outputs)
@@ -45,6 +47,16 @@ def submit(session: Session, catalog: Catalog, caller: Caller, files: Mapping[st
         if backend not in policy_of(dataset).allowed_backends:
             raise Forbidden(f"dataset {name!r} does not allow the {backend!r} backend")
         datasets.append(dataset)
+    return bundle, datasets
+
+
+def submit(session: Session, catalog: Catalog, caller: Caller, files: Mapping[str, bytes], *,
+           entrypoint: str, inputs: Sequence[str], outputs: Sequence[str] = (),
+           backend: str, insecure: bool = False,
+           max_bundle_bytes: int = 16 * 1024**2) -> Job:
+    bundle, datasets = admit(session, catalog, caller, files, entrypoint=entrypoint,
+                             inputs=inputs, outputs=outputs, backend=backend,
+                             max_bundle_bytes=max_bundle_bytes)
     job = Job(owner_id=caller.user_id, party_id=caller.party_id, digest=bundle.digest,
               entrypoint=bundle.entrypoint, manifest=bundle.describe(), backend=backend,
               insecure=insecure)
