@@ -10,12 +10,11 @@ view-building throughput for a CSV of --rows rows through the API.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
@@ -23,21 +22,10 @@ import nbformat
 import numpy as np
 import pandas as pd
 import psutil
-import uvicorn
-
-from veil.identity import Role, create_user
-from veil.sdk.client import Client
-from veil.server.app import create_app
-from veil.server.platform import create_platform
-from veil.settings import Settings
+from _server import serving
 
 POLICY = 'consumers = ["lab"]\nmin_group_size = 1\n[views.mock]\nrows = 1000\n'
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ts(text: str) -> float:
@@ -51,17 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     tmp = Path(tempfile.mkdtemp(prefix="veil-bench-"))
-    platform = create_platform(Settings(home=tmp / "home", worker_poll_s=0.05))
-    with platform.db.transaction() as session:
-        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="bench")
-    port = _port()
-    server = uvicorn.Server(uvicorn.Config(create_app(platform, workers=1), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.01)
-    url = f"http://127.0.0.1:{port}"
-    admin = Client(url, admin_token)
+    stack = ExitStack()  # the server, stopped at the end
+    admin = stack.enter_context(serving(tmp / "home", workers=1))
     admin.create_party("hospital")
     admin.create_party("lab")
     provider = admin.with_token(admin.create_user("p", "provider", "hospital")["token"])
@@ -120,8 +99,7 @@ def main() -> None:
               f" {med[4]:14.3f} {med[5]:7.3f}")
     print("\n'run' is the sandbox run (start + interpreter + notebook kernel); platform overhead"
           " = total - run.")
-    server.should_exit = True
-    platform.close()
+    stack.close()
 
 
 if __name__ == "__main__":

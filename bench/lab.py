@@ -14,32 +14,20 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 
 import httpx
-import uvicorn
+from _server import free_port, serving
 
 from veil.demo.data import HOSPITAL_POLICY, INSURER_POLICY, hospital_visits, insurer_claims
-from veil.identity import Role, create_user
-from veil.sdk.client import Client
-from veil.server.app import create_app
-from veil.server.platform import create_platform
-from veil.settings import Settings
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _time(name: str, fn: Callable[[], object], runs: int) -> None:
@@ -62,17 +50,9 @@ def main() -> None:
     args = parser.parse_args()
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     tmp = Path(tempfile.mkdtemp(prefix="veil-bench-lab-"))
-    platform = create_platform(Settings(home=tmp / "home"))
-    with platform.db.transaction() as session:
-        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="bench")
-    port = _port()
-    server = uvicorn.Server(uvicorn.Config(create_app(platform, workers=0), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.01)
-    url = f"http://127.0.0.1:{port}"
-    admin = Client(url, admin_token)
+    stack = ExitStack()  # the server, stopped at the end
+    admin = stack.enter_context(serving(tmp / "home", workers=0, worker_poll_s=None))
+    url = admin.url
     for party in ("hospital", "insurer", "university"):
         admin.create_party(party)
     hospital = admin.with_token(admin.create_user("alice", "provider", "hospital")["token"])
@@ -87,7 +67,7 @@ def main() -> None:
     notebook = resources.files("veil.demo").joinpath("analysis.ipynb").read_bytes()
     (root / "analysis.ipynb").write_bytes(notebook)
 
-    lab_port, jtoken = _port(), secrets.token_hex(16)
+    lab_port, jtoken = free_port(), secrets.token_hex(16)
     env = {**os.environ, "VEIL_HOME": str(tmp / "lab-home"), "VEIL_URL": url,
            "VEIL_TOKEN": researcher.token or "", "JUPYTER_CONFIG_DIR": str(tmp / "jconf"),
            "JUPYTER_DATA_DIR": str(tmp / "jdata"), "JUPYTER_RUNTIME_DIR": str(tmp / "jrun")}
@@ -128,7 +108,7 @@ def main() -> None:
                                         entrypoint="analysis.ipynb",
                                         inputs=["hospital/visits", "insurer/claims"]),
               args.submits)
-        _time("sidebar: POST /veil/inspect (Check: inputs + digest)",
+        _time("sidebar: POST /veil/inspect (Check: digest + pre-flight)",
               lambda: ok(jl.post("/veil/inspect", json={"path": "analysis.ipynb"})),
               args.submits)
 
@@ -144,8 +124,7 @@ def main() -> None:
     finally:
         lab.terminate()
         lab.wait(timeout=20)
-        server.should_exit = True
-        platform.close()
+        stack.close()
 
 
 if __name__ == "__main__":

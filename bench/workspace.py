@@ -16,30 +16,18 @@ demo notebook's plans from one stage-1 run, then after one warm-up run prints, a
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
+from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 
-import uvicorn
+from _server import serving
 
 from veil.demo.data import HOSPITAL_POLICY, INSURER_POLICY, hospital_visits, insurer_claims
 from veil.demo.story import INPUTS, NOTEBOOK, OUTPUTS, _run_locally
-from veil.identity import Role, create_user
-from veil.sdk.client import Client
-from veil.server.app import create_app
-from veil.server.platform import create_platform
-from veil.settings import Settings
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _roomy(policy: str) -> str:
@@ -53,17 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     tmp = Path(tempfile.mkdtemp(prefix="veil-bench-ws-"))
-    platform = create_platform(Settings(home=tmp / "home", worker_poll_s=0.05))
-    with platform.db.transaction() as session:
-        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="bench")
-    port = _port()
-    server = uvicorn.Server(uvicorn.Config(create_app(platform, workers=1), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.01)
-    url = f"http://127.0.0.1:{port}"
-    admin = Client(url, admin_token)
+    stack = ExitStack()  # the server, stopped at the end
+    admin = stack.enter_context(serving(tmp / "home", workers=1))
+    url = admin.url
     for party in ("hospital", "insurer", "university"):
         admin.create_party(party)
     hospital = admin.with_token(admin.create_user("alice", "provider", "hospital")["token"])
@@ -127,8 +107,7 @@ def main() -> None:
           f"{overhead - start - executor - attest:.2f} s")
     print(f"pre-flight (POST)       {pf_total:7.2f} s  (sandbox run {pf_run:.2f} s; preview and "
           f"HTTP {pf_total - pf_run:.2f} s)")
-    server.should_exit = True
-    platform.close()
+    stack.close()
 
 
 if __name__ == "__main__":
