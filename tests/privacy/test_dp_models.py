@@ -118,7 +118,9 @@ def test_linear_regression_recovers_a_clear_slope() -> None:
     doc = _train_plan(["x"], {"x": (0, 10), "y": (0, 40)}, model="linear_regression",
                       label="y", epsilon=3.0, steps=60)
     model = P.evaluate(doc, {"h/bc": frame}, {"h/bc": P.SourceRules("h/bc")})
-    assert model.coef[0] == pytest.approx(3, abs=0.6) and score(model, frame) > 0.9
+    # R² of the exact fit is 0.99; the DP intercept's noise at ε 3 costs up to ~0.1 of it
+    # (0.893 was seen with the slope at 3.003), so the bound leaves room for that noise.
+    assert model.coef[0] == pytest.approx(3, abs=0.6) and score(model, frame) > 0.85
 
 
 @pytest.mark.parametrize(("change", "message"), [
