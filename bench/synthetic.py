@@ -1,6 +1,7 @@
 """DP synthetic views: fidelity on real public data, and time/peak memory at scale (eps = 1).
 
-Usage: .venv/bin/python bench/synthetic.py [--rows 10000 100000 1000000] [--method mst|aim]
+Usage: .venv/bin/python bench/synthetic.py [--rows 10000 100000 1000000]
+       [--method auto|copula|mst|aim] [--epsilon 1]
        [--public]   (provider passes bounds and categories; otherwise they are chosen with DP)
        .venv/bin/python bench/synthetic.py --fidelity [diabetes breast_cancer diamonds demo]
 
@@ -52,7 +53,7 @@ def _frame(n: int):  # type: ignore[no-untyped-def]
     return df
 
 
-def _one(n: int, method: str, public: bool) -> dict[str, object]:
+def _one(n: int, method: str, public: bool, epsilon: float) -> dict[str, object]:
     from veil.privacy.synthetic import fit_synthetic
 
     df = _frame(n)
@@ -65,12 +66,13 @@ def _one(n: int, method: str, public: bool) -> dict[str, object]:
                            "smoker": [True, False], "grade": list("ABCDEFG")},
         }
     t0 = time.perf_counter()
-    view = fit_synthetic(df, epsilon=1.0, method=method, rows=n, seed=0, **kw)  # type: ignore[arg-type]
+    view = fit_synthetic(df, epsilon=epsilon, method=method,  # type: ignore[arg-type]
+                         rows=n, seed=0, **kw)
     secs = time.perf_counter() - t0
     rep = view.fidelity
     return {
         "rows": n,
-        "method": method,
+        "method": view.method,
         "domains": "public" if public else "dp",
         "seconds": round(secs, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -119,7 +121,7 @@ def _dataset(name: str):  # type: ignore[no-untyped-def]
 
 
 def _fidelity(name: str, method: str, bins: int, seed: int,
-              dp_bounds: bool = False) -> dict[str, object]:
+              dp_bounds: bool = False, epsilon: float = 1.0) -> dict[str, object]:
     import numpy as np
 
     from veil.catalog.views import _coarsen
@@ -138,14 +140,14 @@ def _fidelity(name: str, method: str, bins: int, seed: int,
                           integer=df[c].dtype.kind == "i")
         bounds[c] = (lo, hi)
     t0 = time.perf_counter()
-    view = fit_synthetic(train, epsilon=1.0, method=method,  # type: ignore[arg-type]
+    view = fit_synthetic(train, epsilon=epsilon, method=method,  # type: ignore[arg-type]
                          rows=len(train), seed=seed, bounds=bounds, categories=categories,
                          n_bins=bins)
     secs = time.perf_counter() - t0
     cmp = compare(train, view.frame)
     score = tstr(train, view.frame, test, target)
     return {"dataset": name + (" (DP bounds)" if dp_bounds else ""), "rows": len(train),
-            "columns": df.shape[1], "method": method,
+            "columns": df.shape[1], "method": view.method,
             "bins": bins, "seconds": round(secs, 1), "epsilon": round(view.epsilon, 4),
             "mean_corr_delta": round(cmp.mean_corr_delta, 4), "max_ks": round(cmp.max_ks, 4),
             "worst_ks": max(cmp.ks, key=cmp.ks.get) if cmp.ks else "",  # type: ignore[arg-type]
@@ -172,20 +174,22 @@ def main() -> None:
                     help="numeric ranges chosen with DP (10%% of eps), not given as public")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--method", choices=["mst", "aim"], default="mst")
+    ap.add_argument("--method", choices=["auto", "copula", "mst", "aim"], default="auto")
+    ap.add_argument("--epsilon", type=float, default=1.0)
     ap.add_argument("--public", action="store_true")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.fidelity is not None:
         for name in args.fidelity or ["diabetes", "breast_cancer", "diamonds", "demo"]:
             _print_fidelity(_fidelity(name, args.method, args.bins, args.seed,
-                                      args.dp_bounds))
+                                      args.dp_bounds, args.epsilon))
         return
     if args.child:
-        print(json.dumps(_one(args.child, args.method, args.public)))
+        print(json.dumps(_one(args.child, args.method, args.public, args.epsilon)))
         return
     for n in args.rows:
-        cmd = [sys.executable, __file__, "--child", str(n), "--method", args.method]
+        cmd = [sys.executable, __file__, "--child", str(n), "--method", args.method,
+               "--epsilon", str(args.epsilon)]
         if args.public:
             cmd.append("--public")
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)

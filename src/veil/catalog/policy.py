@@ -172,7 +172,7 @@ class SyntheticViewSpec(_Strict):
     epsilon: float = Field(gt=0.0)
     delta: float = Field(default=0.0, ge=0.0, lt=1.0)
     rows: int = Field(default=1000, ge=1, le=1_000_000)
-    method: Literal["mst", "aim"] = "mst"
+    method: Literal["auto", "copula", "mst", "aim"] = "auto"
     # Columns left out of the fit (filled with nulls in the view): free text, identifiers.
     exclude: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list)

@@ -27,7 +27,7 @@ class SyntheticViewBuilder:
     name = "synthetic"
 
     def __init__(self, *, epsilon: float, delta: float = 0.0, rows: int = 1000,
-                 seed: int | None = None, method: str = "mst",
+                 seed: int | None = None, method: str = "auto",
                  bounds: dict[str, tuple[float, float]] | None = None,
                  categories: dict[str, list[Any]] | None = None,
                  fit_rows_cap: int = FIT_ROWS_CAP, exclude: Sequence[str] = (),

@@ -35,7 +35,7 @@ from veil.privacy.errors import InvalidParameterError, SyntheticDataError
 
 __all__ = ["FidelityReport", "SyntheticView", "bounds_min_epsilon", "fit_synthetic"]
 
-Method = Literal["mst", "aim"]
+Method = Literal["auto", "copula", "mst", "aim"]
 _BOUNDS_SHARE = 0.1
 _BOUNDS_FAILURE = 0.01  # chance that a noise-only bin clears the threshold, per column
 
@@ -267,7 +267,7 @@ def fit_synthetic(
     *,
     epsilon: float,
     delta: float | None = None,
-    method: Method = "mst",
+    method: Method = "auto",
     bounds: Mapping[str, tuple[float, float]] | None = None,
     categories: Mapping[str, Sequence[Any]] | None = None,
     rows: int,
@@ -293,8 +293,9 @@ def fit_synthetic(
     t0 = time.perf_counter()
     eps = check_epsilon(epsilon)
     dlt = 1e-9 if delta is None else check_delta(delta)
-    if method not in ("mst", "aim"):
-        raise InvalidParameterError(f"unknown method {method!r}; use 'mst' or 'aim'")
+    if method not in ("auto", "copula", "mst", "aim"):
+        raise InvalidParameterError(
+            f"unknown method {method!r}; use 'auto', 'copula', 'mst' or 'aim'")
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise InvalidParameterError("rows must be a positive integer")
     if isinstance(contributions, bool) or not isinstance(contributions, int) \
@@ -336,6 +337,10 @@ def fit_synthetic(
         col.labels = dict(zip(labels, cats, strict=True))
         public_keys[name] = labels
 
+    if method == "auto":  # the copula keeps correlations; MST can discover categories
+        undiscovered = any(c.kind == "cat" and c.name not in public_keys
+                           and not pd.api.types.is_bool_dtype(c.dtype) for c in cols)
+        method = "mst" if undiscovered or dlt == 0.0 else "copula"
     if dlt == 0.0 and any(c.kind == "cat" and c.name not in public_keys for c in cols):
         raise InvalidParameterError(
             "delta must be > 0 unless every categorical column has public categories"
@@ -363,6 +368,9 @@ def fit_synthetic(
                 f"(policy: bounds = {{ {failed[0]} = [lower, upper], ... }}) or raise epsilon "
                 f"to at least {bounds_min_epsilon(len(df), len(need_bounds), contributions):.3g}")
         eps_table = eps - math.fsum(spend.values())
+    if method == "copula":
+        return _fit_copula(df, cols, public_keys, eps, eps_table, dlt, rows, seed, spend,
+                           contributions, phase, t0)
     for c in cols:
         if c.kind != "cat":
             c.edges = _numeric_edges(c, n_bins)
@@ -399,6 +407,60 @@ def fit_synthetic(
     fidelity = replace(fidelity, modelled_pairs=modelled)
     spend["seconds"] = round(time.perf_counter() - t0, 3)
     return SyntheticView(frame, total_eps, float(dlt_t), method, fidelity)
+
+
+def _fit_copula(df: pd.DataFrame, cols: list[_Col], public_keys: dict[str, list[str]],
+                eps: float, eps_left: float, dlt: float, rows: int, seed: int | None,
+                spend: dict[str, float], contributions: int,
+                phase: Callable[[str], None], t0: float) -> SyntheticView:
+    """The copula's path through :func:`fit_synthetic` (bounds are already chosen)."""
+    from veil.privacy.copula import CopulaColumn, fit_copula
+
+    for c in cols:  # booleans have public keys by type
+        if c.kind == "cat" and c.name not in public_keys and pd.api.types.is_bool_dtype(c.dtype):
+            public_keys[c.name] = ["False", "True"]
+    missing = [c.name for c in cols if c.kind == "cat" and c.name not in public_keys]
+    if missing:
+        raise SyntheticDataError(
+            f"the copula needs public categories for {', '.join(map(repr, missing))} "
+            f"(policy: categories = {{ {missing[0]} = [...] }}), or use method 'mst'")
+    fitted = []
+    for c in cols:
+        if c.kind == "cat":
+            fitted.append(CopulaColumn(c.name, labels=public_keys[c.name]))
+        else:
+            assert c.bounds is not None
+            fitted.append(CopulaColumn(c.name, c.bounds, integer=c.kind == "int"))
+    labelled = df.copy()  # categories as their text labels, as the MST path sees them
+    for c in cols:
+        if c.kind == "cat":
+            labelled[c.name] = [
+                None if _isna(v) else c.numeric_labels.get(float(v)) if c.numeric_labels
+                else str(v) for v in df[c.name].tolist()]
+    phase("model")
+    fit = fit_copula(labelled, fitted, epsilon=eps_left, delta=dlt, rows=rows, seed=seed,
+                     d_in=contributions)
+    for c, f in zip(cols, fitted, strict=True):
+        c.edges = list(f.edges)  # the fine bins it chose: fidelity's TV uses them
+    spend["model"] = fit.epsilon
+    phase("sampling")
+    out = {}
+    for c in cols:
+        raw = fit.frame[c.name]
+        is_null = raw.isna().to_numpy()
+        if c.kind == "cat":
+            out[c.name] = _typed_category(c, [None if n else v for v, n in
+                                              zip(raw.tolist(), is_null.tolist(), strict=True)],
+                                          is_null)
+        else:
+            out[c.name] = _typed_number(c, raw.to_numpy(dtype=float), is_null)
+    frame = pd.DataFrame(out)
+    total_eps = eps - eps_left + fit.epsilon
+    phase("fidelity")
+    fidelity = _fidelity(df, frame, cols, total_eps, fit.delta, "copula", rows, spend)
+    fidelity = replace(fidelity, modelled_pairs=fit.kept_pairs)
+    spend["seconds"] = round(time.perf_counter() - t0, 3)
+    return SyntheticView(frame, total_eps, fit.delta, "copula", fidelity)
 
 
 def _sample(table: Any, cols: list[_Col], rows: int, seed: int | None) -> pd.DataFrame:
@@ -447,35 +509,47 @@ def _unbin(
     safe = np.where(is_null, 0, ix)
     if c.kind == "cat":
         labels = keys.to_list()
-        vals = [
-            None if n else labels[i] for i, n in zip(safe.tolist(), is_null.tolist(), strict=True)
-        ]
-        if c.numeric_labels:
-            nums = pd.Series([np.nan if v is None else float(c.labels[v]) for v in vals])
-            if pd.api.types.is_integer_dtype(c.dtype):
-                return nums.astype("Int64") if is_null.any() else nums.astype(c.dtype)
-            return nums.astype(c.dtype)
-        if c.labels:
-            vals = [None if v is None else c.labels.get(v, v) for v in vals]
-        elif pd.api.types.is_bool_dtype(c.dtype):
-            vals = [None if v is None else v == "True" for v in vals]
-        s = pd.Series(vals, dtype=object)
-        if isinstance(c.dtype, pd.CategoricalDtype):
-            return s.astype(c.dtype)
-        if pd.api.types.is_bool_dtype(c.dtype):
-            return s.astype("boolean") if is_null.any() else s.astype(bool)
-        return s.astype(c.dtype) if not pd.api.types.is_object_dtype(c.dtype) else s
+        return _typed_category(c, [None if n else labels[i] for i, n in
+                                   zip(safe.tolist(), is_null.tolist(), strict=True)], is_null)
     codes = keys.to_list()
     bins = np.array([int(codes[i][1:]) if codes[i] else 0 for i in safe], dtype=np.int64)
     e = np.asarray(c.edges)
     width = e[bins + 1] - e[bins]
     if c.kind == "int":
-        vals_i = e[bins] + np.floor(rng.random(len(bins)) * width)
-        res = pd.Series(np.clip(vals_i, e[0], e[-1] - 1).astype(np.int64))
+        vals = e[bins] + np.floor(rng.random(len(bins)) * width)
+    else:
+        vals = e[bins] + rng.random(len(bins)) * width
+    return _typed_number(c, vals, is_null)
+
+
+def _typed_category(c: _Col, vals: list[Any], is_null: np.ndarray) -> pd.Series:
+    """Category labels (text, null as None) back in the column's own type."""
+    if c.numeric_labels:
+        nums = pd.Series([np.nan if v is None else float(c.labels[v]) for v in vals])
+        if pd.api.types.is_integer_dtype(c.dtype):
+            return nums.astype("Int64") if is_null.any() else nums.astype(c.dtype)
+        return nums.astype(c.dtype)
+    if c.labels:
+        vals = [None if v is None else c.labels.get(v, v) for v in vals]
+    elif pd.api.types.is_bool_dtype(c.dtype):
+        vals = [None if v is None else v == "True" for v in vals]
+    s = pd.Series(vals, dtype=object)
+    if isinstance(c.dtype, pd.CategoricalDtype):
+        return s.astype(c.dtype)
+    if pd.api.types.is_bool_dtype(c.dtype):
+        return s.astype("boolean") if is_null.any() else s.astype(bool)
+    return s.astype(c.dtype) if not pd.api.types.is_object_dtype(c.dtype) else s
+
+
+def _typed_number(c: _Col, vals: np.ndarray, is_null: np.ndarray) -> pd.Series:
+    """Numbers clipped to the column's edges, in its own type, null where ``is_null``."""
+    e = np.asarray(c.edges)
+    if c.kind == "int":
+        res = pd.Series(np.clip(vals, e[0], e[-1] - 1).astype(np.int64))
         if is_null.any():
             return res.astype("Int64").mask(is_null)
         return res.astype(c.dtype)
-    vals_f = np.clip(e[bins] + rng.random(len(bins)) * width, e[0], e[-1])
+    vals_f = np.clip(vals, e[0], e[-1]).astype(float)
     vals_f[is_null] = np.nan
     return pd.Series(vals_f).astype(c.dtype if pd.api.types.is_float_dtype(c.dtype) else float)
 
