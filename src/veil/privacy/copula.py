@@ -228,7 +228,8 @@ class _Marginal:
     """A released histogram as a CDF: ``u`` of a bin position and its inverse."""
 
     def __init__(self, counts: np.ndarray, bins: int, scale: float = 0.0,
-                 threshold: bool = True, support: np.ndarray | None = None) -> None:
+                 threshold: bool = True, support: np.ndarray | None = None,
+                 present: np.ndarray | None = None) -> None:
         # Noise in empty categories must not pass for rows: a hundred rows far out in a tail
         # halve a Pearson correlation. ``strict`` leaves a spurious category among empty ones
         # one time in a hundred. With a ``support`` (the bins whose coarse parent held rows)
@@ -236,15 +237,16 @@ class _Marginal:
         # scale of zero; whole-number counts and null are always cut strictly (in a column
         # without them, all of them are noise). Without a support (few rows: one pass) the
         # strict cut applies, falling to one noise scale where it would empty the histogram.
+        # ``present`` says which parts (decimals, whole numbers) the coarse pass saw at all.
         # Categories are public (``threshold=False``): a small count there is real.
         counts = np.asarray(counts, dtype=float)
         strict = scale * float(ndtri(1.0 - 0.01 / len(counts)))
         parts = counts[:-1].reshape(-1, bins).copy()
         if support is not None:
             parts[:, ~support] = 0.0
-            parts[0] = np.where(parts[0] > scale, parts[0], 0.0)
-            if len(parts) == 2:
-                parts[1] = np.where(parts[1] > strict, parts[1], 0.0)
+            parts = np.where(parts > scale, parts, 0.0)
+            if present is not None:
+                parts[~present] = 0.0
         elif threshold:
             cut = strict
             if parts[parts > cut].sum() < 0.5 * max(counts.sum(), 0.0):
@@ -258,6 +260,8 @@ class _Marginal:
             self.whole = np.where(p > 0, parts[-1] / p, 0.0) if len(parts) == 2 \
                 else np.zeros(bins)
         self.total = float(counts.sum())  # unthresholded: an unbiased count of rows
+        shares = parts.sum(axis=1)
+        self.shares = shares / shares.sum() if shares.sum() > 0 else shares
         self.null_rate = float(min(null / self.total, 1.0)) if self.total > 0 else 0.0
         self.p = p / p.sum() if p.sum() > 0 else np.full(len(p), 1.0 / len(p))
         self.cdf = np.concatenate([[0.0], np.cumsum(self.p)])
@@ -352,7 +356,7 @@ def _composition(cols: Sequence[CopulaColumn], scales: tuple[float, float, float
     placeholder = [CopulaColumn(c.name, c.bounds, c.integer, c.labels, [0.0, 1.0],
                                 split_whole=coarse > 0 and not c.integer and not c.labels)
                    for c in cols]
-    queries = [_histogram(j, d, placeholder[j], [0.0, 1.0], False, coarse)
+    queries = [_histogram(j, d, placeholder[j], [0.0, 1.0], placeholder[j].split_whole, coarse)
                for j in numbers if coarse > 0]
     queries += [_histogram(j, d, c, c.edges, c.split_whole, fine)
                 for j, c in enumerate(placeholder)]
@@ -410,6 +414,7 @@ def fit_copula(df: pd.DataFrame, cols: Sequence[CopulaColumn], *, epsilon: float
         session = comp(x)
         bins = _bins_for(rows, fine)
         supports: dict[int, np.ndarray] = {}  # fine bins whose coarse parent held rows
+        presents: dict[int, np.ndarray] = {}  # (decimals, whole numbers): seen at all?
         for j, c in enumerate(cols):
             if c.labels:
                 continue
@@ -418,15 +423,19 @@ def fit_copula(df: pd.DataFrame, cols: Sequence[CopulaColumn], *, epsilon: float
                 continue
             c.split_whole = not c.integer
             first = _even_edges(*c.bounds, _COARSE, c.integer)
-            counts = np.asarray(session(_histogram(j, d, c, first, False, coarse)))
-            mass = _Marginal(counts, len(first) - 1, coarse).p
+            counts = np.asarray(session(_histogram(j, d, c, first, c.split_whole, coarse)))
+            rough = _Marginal(counts, len(first) - 1, coarse)
+            mass = rough.p
+            if c.split_whole:  # a part holding under 2 % of the rows is taken as absent
+                presents[j] = rough.shares > 0.02
             c.edges = _refine(first, mass, bins, c.integer)
             mids = (np.asarray(c.edges[:-1]) + np.asarray(c.edges[1:])) / 2
             parent = np.clip(np.searchsorted(first, mids, side="right") - 1, 0, len(mass) - 1)
             supports[j] = mass[parent] > 0
         margins = [_Marginal(np.asarray(session(_histogram(j, d, c, c.edges, c.split_whole,
                                                            fine))), c.bins, fine,
-                             threshold=not c.labels, support=supports.get(j))
+                             threshold=not c.labels, support=supports.get(j),
+                             present=presents.get(j))
                    for j, c in enumerate(cols)]
         sums = np.asarray(session(_products(margins, cols, bound, d)
                                   >> dp.m.then_gaussian(products)), dtype=float)
