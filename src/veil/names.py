@@ -46,6 +46,7 @@ __all__ = [
     "check_user",
     "dataset_blob_prefix",
     "dataset_data_key",
+    "dataset_join_key_blob",
     "dataset_view_key",
     "output_blob_key",
 ]
@@ -139,6 +140,14 @@ def dataset_view_plot_key(dataset_id: str, kind: str) -> str:
     """The provider's fidelity plot (PNG) of a DP view."""
     _check(_VIEW_KIND, kind, "view kind", "lowercase letters")
     return f"{dataset_blob_prefix(dataset_id)}/view-{kind}-fidelity.png.enc"
+
+
+def dataset_join_key_blob(dataset_id: str, position: int, what: str) -> str:
+    """A join-key column's sealed key ``index`` (tags of the real keys) or view ``keys``, by
+    the column's position in the policy's ``join_keys`` (fixed after upload)."""
+    if what not in ("index", "keys") or not 0 <= position < 1000:
+        raise ValueError("a join-key blob is the index or keys of a join key by position")
+    return f"{dataset_blob_prefix(dataset_id)}/joinkey-{position}-{what}.enc"
 
 
 def view_charge_name(kind: str) -> str:

@@ -1,4 +1,5 @@
-"""Join keys in stage-1 views: pseudonymous, joinable, sampled, never real or null."""
+"""Join keys in stage-1 views: synthetic keys drawn from DP counts, joinable at the real
+match rate, never real or null."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from veil.catalog import SchemaRejected, parse_policy, view_builders_for
 from veil.catalog.errors import CatalogError, PolicyError
 from veil.catalog.ingest import IngestResult, ingest
-from veil.catalog.joinkeys import JoinKeySample, pseudonym
+from veil.catalog.joinkeys import JoinKeys, KeyIndex, Partner, draw_pool
 from veil.crypto import DataKey
 from veil.crypto.keyring import LocalKeyring
 from veil.crypto.pseudonym import CollaborationKey
+from veil.privacy.mechanisms import count_cost
 
 POLICY = """\
 join_keys = ["pid"]
@@ -62,21 +65,86 @@ def _upload(frame: pd.DataFrame, policy_text: str, key: CollaborationKey, where:
                   policy=policy)
 
 
-def test_mock_views_join_at_a_realistic_rate_and_never_show_real_keys(tmp_path: Path) -> None:
-    a, b = _pair()
+def _indexed(frame: pd.DataFrame, policy_text: str, key: CollaborationKey,
+             rows: int = 1000, seed: int = 1) -> JoinKeys:
+    joins = JoinKeys(key, parse_policy(policy_text, format="toml"), rows=rows, seed=seed)
+    for batch in pa.Table.from_pandas(frame, preserve_index=False).to_batches(4096):
+        joins.observe(batch)
+    return joins
+
+
+def test_two_datasets_view_keys_match_at_the_real_rate_by_dp_counts() -> None:
+    a, b = _pair()  # 10 000 distinct ids each, 6 000 shared; a has 2 rows an id
     key = CollaborationKey.generate()
-    q, rows = 0.05, 1000
-    va = _upload(a, POLICY.format(q=q, rows=rows), key, tmp_path / "a").views["mock"]
-    vb = _upload(b, POLICY.format(q=q, rows=rows), key, tmp_path / "b").views["mock"]
-    assert len(va) == rows and va["pid"].notna().all() and vb["pid"].notna().all()
+    doc = POLICY.format(q=1.0, rows=1000)
+    first = _indexed(a, doc, key, rows=2000)  # both views cover a tenth of their data
+    first.resolve()  # nobody to match yet
+    pool_a = first.pools["pid"]
+    assert 0.9 * 1000 < len(pool_a.keys) < 1.1 * 1000  # 2 rows a key, as in the data
+    assert pool_a.matched == {} and pool_a.partner_epsilon == {}
+    partner = Partner("a-id", "hospital/a", first.tags("pid"), pool_a.distinct, pool_a.keys, 1)
+    second = _indexed(b, doc, key, rows=1000, seed=2)
+    second.resolve({"pid": [partner]})
+    pool_b = second.pools["pid"]
+    shared = set(pool_a.keys) & set(pool_b.keys)
+    assert pool_b.matched == {"hospital/a": len(shared)}
+    for pool in (pool_a, pool_b):  # the data's match rate is 0.6 on either side
+        assert 0.5 < len(shared) / len(pool.keys) < 0.7
     real = set(a["pid"]) | set(b["pid"])
-    assert not (set(va["pid"]) | set(vb["pid"])) & real
-    # About q of the 10 000 distinct keys of each, and the same people in both (coordinated).
-    assert 0.5 * q * 10_000 < va["pid"].nunique() < 1.5 * q * 10_000
-    rate = va["pid"].isin(set(vb["pid"])).mean()
-    expected = 0.6  # the real data's match rate: the sample is coordinated across datasets
-    assert 0.3 * expected < rate < min(1.0, 3 * expected)
-    assert len(va.merge(vb, on="pid")) > 0
+    assert not (set(pool_a.keys) | set(pool_b.keys)) & real
+    # Two DP counts for the second dataset (distinct keys, overlap), one for the first.
+    assert second.epsilon == pytest.approx(2 * 0.1, rel=1e-6)
+    assert second.partner_epsilon() == {"a-id": pytest.approx(0.1, rel=1e-6)}
+    assert second.summary() == {"pid": {"keys": len(pool_b.keys),
+                                        "matched": {"hospital/a": len(shared)},
+                                        "epsilon": pytest.approx(0.2, rel=1e-5)}}
+
+
+def test_mock_views_spread_the_keys_and_never_show_real_ones(tmp_path: Path) -> None:
+    a, _ = _pair()
+    key = CollaborationKey.generate()
+    rows = 1000
+    va = _upload(a, POLICY.format(q=1.0, rows=rows), key, tmp_path / "a").views["mock"]
+    assert len(va) == rows and va["pid"].notna().all()
+    assert not set(va["pid"]) & set(a["pid"])
+    assert 0.9 * rows / 2 < va["pid"].nunique() < 1.1 * rows / 2  # 2 rows a key, as in a
+    assert va["pid"].value_counts().max() <= 3
+    half = _upload(a, POLICY.format(q=0.5, rows=rows), key, tmp_path / "h").views["mock"]
+    assert 0.9 * rows / 4 < half["pid"].nunique() < 1.1 * rows / 4
+
+
+def test_overlap_counts_are_dp_with_each_sides_contribution_bound() -> None:
+    """One unit moves an overlap by at most its d_in on either side: one noise scale,
+    calibrated for the larger, and each side charged what its own d_in costs."""
+    rng = np.random.default_rng(0)
+    tags = np.arange(1000, dtype=np.uint64)
+    partner = Partner("p", "x/p", np.arange(500, 1500, dtype=np.uint64), 1000.0,
+                      list(range(10**6, 10**6 + 50)), d_in=3)
+    pool = draw_pool(tags, column="pid", integer=True, d_in=1, per_key=0.05, rows=1000,
+                     epsilon=0.5, partners=[partner], rng=rng)
+    spent_by_partner = pool.partner_epsilon["p"]
+    assert spent_by_partner == pytest.approx(0.5, rel=1e-6)  # its d_in 3 sets the scale
+    assert pool.epsilon < 0.5 + 0.5  # this side's d_in is 1: its overlap share costs less
+    scale = 3 / 0.5
+    assert pool.epsilon == pytest.approx(count_cost(1 / 0.5, 1) + count_cost(scale, 1),
+                                         rel=1e-3)
+    # The released sizes vary with the noise (not a deterministic function of the data).
+    sizes = {len(draw_pool(tags, column="pid", integer=True, d_in=1, per_key=0.5, rows=10_000,
+                           epsilon=0.1, rng=np.random.default_rng(s)).keys) for s in range(8)}
+    assert len(sizes) > 1
+
+
+def test_key_index_counts_only_each_units_first_rows() -> None:
+    key = CollaborationKey.generate()
+    frame = pd.DataFrame({"unit": [1] * 5 + [2, 3], "email": ["a", "b", "c", "d", "e", "f", "g"]})
+    index = KeyIndex(key, "email", unit_column="unit", max_contributions=2)
+    for batch in pa.Table.from_pandas(frame).to_batches(3):  # units span batches
+        index.observe(batch)
+    assert len(index.tags()) == 2 + 1 + 1
+    same = KeyIndex(key, "email")
+    same.observe(pa.RecordBatch.from_pandas(frame))
+    assert len(same.tags()) == 7
+    assert set(index.tags()) <= set(same.tags())  # tags are the same function of the key
 
 
 def test_sample_view_rows_are_never_joinable(tmp_path: Path) -> None:
@@ -86,9 +154,8 @@ def test_sample_view_rows_are_never_joinable(tmp_path: Path) -> None:
     key = CollaborationKey.generate()
     views = _upload(a, POLICY.format(q=0.05, rows=100), key, tmp_path).views
     sample = views["sample"]
+    assert sample["pid"].notna().all()
     assert not set(sample["pid"]) & set(a["pid"])
-    joinable = {pseudonym(key, int(v), integer=True) for v in a["pid"]}
-    assert not set(sample["pid"]) & joinable
     assert not set(sample["pid"]) & set(views["mock"]["pid"])
 
 
@@ -98,8 +165,7 @@ def test_synthetic_join_key_is_never_all_null(tmp_path: Path) -> None:
     view = _upload(b, SYNTHETIC, key, tmp_path).views["synthetic"]
     assert len(view) == 300 and view["pid"].notna().all()
     assert view["pid"].nunique() > 1
-    sampled = {pseudonym(key, int(v), integer=True) for v in b["pid"]}
-    assert set(view["pid"]) <= sampled
+    assert not set(view["pid"]) & set(b["pid"])
 
 
 def test_policy_naming_a_missing_join_key_is_refused(tmp_path: Path) -> None:
@@ -134,36 +200,37 @@ def test_join_key_policy_fields_are_strict() -> None:
         parse_policy("join_sample_rate = 0.1\n", format="toml")
     with pytest.raises(PolicyError, match="join_sample_rate"):
         parse_policy('join_keys = ["a"]\njoin_sample_rate = 1.5\n', format="toml")
-    assert parse_policy('join_keys = ["a"]\n', format="toml").effective_join_sample_rate == 0.05
+    assert parse_policy('join_keys = ["a"]\n', format="toml").effective_join_sample_rate == 1.0
+    with pytest.raises(PolicyError, match="join_epsilon"):
+        parse_policy("join_epsilon = 0.1\n", format="toml")
+    with pytest.raises(PolicyError, match="join_epsilon"):
+        parse_policy('join_keys = ["a"]\njoin_epsilon = 0\n', format="toml")
+    assert parse_policy('join_keys = ["a"]\n', format="toml").effective_join_epsilon == 0.1
     with pytest.raises(CatalogError, match="collaboration key"):
         view_builders_for(parse_policy('join_keys = ["a"]\n', format="toml"))
 
 
-def test_pseudonyms_are_stable_within_a_collaboration_and_differ_across(tmp_path: Path) -> None:
+def test_key_tags_are_stable_within_a_collaboration_and_view_keys_carry_nothing(
+        tmp_path: Path) -> None:
     ring = LocalKeyring(tmp_path / "keys")
     key = ring.collaboration_key()
     assert LocalKeyring(tmp_path / "keys").collaboration_key() == key  # stored once, reused
     assert (tmp_path / "keys" / "collaboration.key").stat().st_mode & 0o777 == 0o600
     assert "redacted" in repr(key)
     other = LocalKeyring(tmp_path / "elsewhere").collaboration_key()
-    assert pseudonym(key, 42, integer=True) == pseudonym(key, 42, integer=True)
-    assert pseudonym(key, 42, integer=True) != pseudonym(other, 42, integer=True)
-    assert 0 <= int(pseudonym(key, 42, integer=True)) < 2**53
-    text = pseudonym(key, "p-42", integer=False)
-    assert isinstance(text, str) and len(text) == 24 and text != "p-42"
     a, _ = _pair(n=2_000)
-    first = _upload(a, POLICY.format(q=0.1, rows=500), key, tmp_path / "1", seed=1)
-    again = _upload(a, POLICY.format(q=0.1, rows=500), key, tmp_path / "2", seed=2)
-    apart = _upload(a, POLICY.format(q=0.1, rows=500), other, tmp_path / "3", seed=1)
-    assert set(first.views["mock"]["pid"]) == set(again.views["mock"]["pid"])
-    assert not set(first.views["mock"]["pid"]) & set(apart.views["mock"]["pid"])
+    doc = POLICY.format(q=0.1, rows=500)
+    assert np.array_equal(_indexed(a, doc, key).tags("pid"), _indexed(a, doc, key).tags("pid"))
+    assert not set(_indexed(a, doc, key).tags("pid")) & set(_indexed(a, doc, other).tags("pid"))
+    first = _upload(a, doc, key, tmp_path / "1", seed=1)
+    again = _upload(a, doc, key, tmp_path / "2", seed=2)
+    assert not set(first.views["mock"]["pid"]) & set(again.views["mock"]["pid"])
 
 
-def test_sample_is_capped_at_the_view_rows() -> None:
-    import pyarrow as pa
-
-    sample = JoinKeySample(CollaborationKey.generate(), q=1.0, cap=50)
-    for start in range(0, 10_000, 1000):
-        sample.observe(pa.array(range(start, start + 1000)))
-    keys = sample.keys()
+def test_view_keys_are_capped_at_the_view_rows() -> None:
+    frame = pd.DataFrame({"pid": np.arange(10_000), "x": 1})
+    joins = _indexed(frame, POLICY.format(q=1.0, rows=50), CollaborationKey.generate(),
+                     rows=50)
+    joins.resolve()
+    keys = joins.pools["pid"].keys
     assert len(keys) == 50 and len(set(keys)) == 50

@@ -64,7 +64,7 @@ class ViewConfigError(CatalogError):
     def __init__(self, problems: list[str], snippet: str = "") -> None:
         self.problems = list(problems)
         self.snippet = snippet
-        text = "the synthetic view cannot be built as configured:\n" + "\n".join(
+        text = "the stage-1 views cannot be built as configured:\n" + "\n".join(
             f"  - {p}" for p in self.problems)
         if snippet:
             text += "\nadd to the policy (replace the example values with public knowledge):\n" \

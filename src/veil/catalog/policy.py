@@ -28,6 +28,7 @@ from veil.names import check_backend, check_party
 from veil.privacy.accounting import BudgetPolicy
 
 __all__ = [
+    "DEFAULT_JOIN_EPSILON",
     "DEFAULT_JOIN_SAMPLE_RATE",
     "FIXED_AFTER_UPLOAD",
     "ApprovalSpec",
@@ -46,8 +47,10 @@ __all__ = [
     "policy_diff",
 ]
 
-# Small on purpose: each sampled key's pseudonym shows up in every view of the collaboration.
-DEFAULT_JOIN_SAMPLE_RATE = 0.05
+# A view's keys per distinct real key, relative to the data's keys per row: 1 keeps the data's
+# rows per key, so a join of views multiplies rows as the join of the data does.
+DEFAULT_JOIN_SAMPLE_RATE = 1.0
+DEFAULT_JOIN_EPSILON = 0.1
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -271,13 +274,17 @@ class DatasetPolicy(_Strict):
     # notebook-trained model may show and still reach review; None: reviewers decide alone.
     max_mia_advantage: float | None = Field(default=None, ge=0, le=1)
     # Columns other providers' data can be joined on. In the mock and synthetic views they
-    # hold keyed pseudonyms of a Poisson sample of the real keys (``veil.catalog.joinkeys``):
-    # what that discloses is documented there and in the README.
+    # hold synthetic keys that match other datasets' view keys as often as the real keys
+    # match, by DP counts of the distinct keys and of each overlap (``veil.catalog.joinkeys``).
     join_keys: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=16)
-    # The probability with which each distinct real key is sampled into a view (default
-    # DEFAULT_JOIN_SAMPLE_RATE); a view never holds more keys than it has rows.
+    # A view has this fraction of the data's distinct keys per row (default
+    # DEFAULT_JOIN_SAMPLE_RATE: as many rows per key as the data); never more keys than rows.
     join_sample_rate: float | None = Field(default=None, gt=0.0, le=1.0)
+    # The epsilon of each DP count behind the view keys (default DEFAULT_JOIN_EPSILON): the
+    # distinct keys of this dataset, and its overlap with each other dataset of the
+    # collaboration; charged to this dataset's budget (an overlap to both datasets').
+    join_epsilon: float | None = Field(default=None, gt=0.0, le=10.0)
     # Each join key value is in at most one row (joins on it are one-to-one): checked at
     # upload, and an upload that repeats a key is refused.
     join_one_to_one: bool = False
@@ -305,12 +312,23 @@ class DatasetPolicy(_Strict):
             raise ValueError("join_sample_rate is only meaningful with join_keys")
         if self.join_one_to_one and not self.join_keys:
             raise ValueError("join_one_to_one is only meaningful with join_keys")
+        if self.join_epsilon is not None and not self.join_keys:
+            raise ValueError("join_epsilon is only meaningful with join_keys")
         return self
 
     @property
     def effective_join_sample_rate(self) -> float:
         return DEFAULT_JOIN_SAMPLE_RATE if self.join_sample_rate is None \
             else self.join_sample_rate
+
+    @property
+    def effective_join_epsilon(self) -> float:
+        return DEFAULT_JOIN_EPSILON if self.join_epsilon is None else self.join_epsilon
+
+    def join_key_d_in(self, column: str) -> int:
+        """How many distinct values of join key ``column`` one privacy unit can change."""
+        unit = self.privacy_unit
+        return 1 if unit is None or unit.id_column == column else unit.max_contributions
 
     @field_validator("categories")
     @classmethod
@@ -375,7 +393,8 @@ class DatasetPolicy(_Strict):
 
 
 # What the stored ciphertext and views were built under: changing these needs a new upload.
-FIXED_AFTER_UPLOAD = ("views", "schema", "privacy_unit", "join_keys", "join_sample_rate")
+FIXED_AFTER_UPLOAD = ("views", "schema", "privacy_unit", "join_keys", "join_sample_rate",
+                      "join_epsilon")
 
 
 def policy_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -10,11 +10,13 @@ worker preparing a secure-stage run.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select
@@ -24,6 +26,7 @@ from veil import audit
 from veil.catalog import status
 from veil.catalog.errors import PolicyError
 from veil.catalog.ingest import ingest, read_dataset
+from veil.catalog.joinkeys import JoinKeys, Partner
 from veil.catalog.policy import FIXED_AFTER_UPLOAD, DatasetPolicy, parse_policy, policy_diff
 from veil.catalog.schema import Schema
 from veil.catalog.viewconfig import check_view_config, requested_views
@@ -35,6 +38,7 @@ from veil.names import (
     check_dataset,
     dataset_blob_prefix,
     dataset_data_key,
+    dataset_join_key_blob,
     dataset_view_key,
     dataset_view_plot_key,
     output_blob_key,
@@ -44,6 +48,10 @@ from veil.store.db import Database
 from veil.store.models import Dataset, DatasetView, Job, Party
 
 VIEW_PREFERENCE = ("synthetic", "sample", "mock")
+# The ledger's kind for the join keys' DP counts (beside the views': "view:joinkeys").
+JOIN_KEYS_CHARGE = "joinkeys"
+# How much epsilon a dataset's budget has left for a join-key overlap count (None: no limit).
+JoinRoom = Callable[[Session, Dataset], float | None]
 
 
 @dataclass
@@ -53,15 +61,23 @@ class BuiltViews:
     dataset_id: str
     staged: list[tuple[Path, str]] = field(default_factory=list)  # (staged path, blob key)
     views: list[DatasetView] = field(default_factory=list)
+    joins: JoinKeys | None = None
 
     def discard(self) -> None:
         for path, _ in self.staged:
             path.unlink(missing_ok=True)
 
     def dp_costs(self) -> dict[str, tuple[float, float]]:
-        """(epsilon, delta) each DP view spent on the data."""
-        return {v.kind: (float(v.meta["dp"]["epsilon"]), float(v.meta["dp"]["delta"]))
-                for v in self.views if "dp" in v.meta}
+        """(epsilon, delta) each DP view, and the join keys' DP counts, spent on the data."""
+        costs = {v.kind: (float(v.meta["dp"]["epsilon"]), float(v.meta["dp"]["delta"]))
+                 for v in self.views if "dp" in v.meta}
+        if self.joins is not None:
+            costs[JOIN_KEYS_CHARGE] = (self.joins.epsilon, 0.0)
+        return costs
+
+    def partner_costs(self) -> dict[str, float]:
+        """Epsilon the overlap counts spent on each other dataset (by id), charged to it too."""
+        return {} if self.joins is None else self.joins.partner_epsilon()
 
 
 @dataclass
@@ -251,10 +267,12 @@ class Catalog:
 
     # -- view builds (driven by ``veil.jobs.views``; no transaction is held while building) --
     def build_views(self, db: Database, dataset_id: str,
-                    progress: Callable[[str, float], None]) -> BuiltViews:
+                    progress: Callable[[str, float], None],
+                    join_room: JoinRoom | None = None) -> BuiltViews:
         """Stream the stored data through the policy's view builders and seal each view into
         a staged blob. Slow (a DP fit may take a minute): runs with no transaction open;
-        `publish_views` puts the result in place."""
+        `publish_views` puts the result in place. ``join_room`` says how much epsilon a
+        dataset's budget has left for join-key overlap counts (None: no limit)."""
         with db.transaction() as session:
             dataset = session.get(Dataset, dataset_id)
             if dataset is None or dataset.status != status.BUILDING:
@@ -281,6 +299,13 @@ class Catalog:
             progress(status.READING, min(seen / total, 1.0))
         built = BuiltViews(dataset_id)
         try:
+            joins = next((j for b in builders if (j := getattr(b, "joins", None)) is not None),
+                         None)
+            if joins is not None:
+                progress(status.JOIN_KEYS, 0.0)
+                joins.resolve(self._join_partners(db, dataset_id, joins, join_room))
+                self._stage_join_keys(built, dataset_id, dek, joins)
+                built.joins = joins
             for i, builder in enumerate(builders):
                 progress(f"{builder.name} view", i / len(builders))
                 frame = builder.build(schema)
@@ -312,6 +337,75 @@ class Catalog:
             built.discard()
             raise
         return built
+
+    def _join_partners(self, db: Database, dataset_id: str, joins: JoinKeys,
+                       join_room: JoinRoom | None) -> dict[str, list[Partner]]:
+        """The ready datasets whose view keys this build's may match, per join key: those
+        with the same join key (and key type) and a consumer in common (nobody else sees both
+        views), newest first, as long as both budgets have room for the overlap count."""
+        wanted: list[tuple[str, str, DataKey, int, int, str]] = []
+        with db.transaction() as session:
+            me = session.get(Dataset, dataset_id)
+            assert me is not None
+            policy = policy_of(me)
+            eps = policy.effective_join_epsilon
+            views = policy.views.synthetic
+            room = None if join_room is None else join_room(session, me)
+            if room is not None:  # what the views and the distinct counts take first
+                room -= (views.epsilon if views else 0.0) + eps * len(joins.columns)
+            others = session.execute(
+                select(Dataset).where(Dataset.status == status.READY, Dataset.id != dataset_id)
+                .order_by(Dataset.created_at.desc())).scalars().all()
+            for other in others:
+                theirs = policy_of(other)
+                if not set(theirs.consumers) & set(policy.consumers):
+                    continue
+                for column in joins.columns:
+                    if column not in theirs.join_keys:
+                        continue
+                    if room is not None and room < eps:
+                        continue
+                    their_room = None if join_room is None else join_room(session, other)
+                    if their_room is not None and their_room < eps:
+                        continue
+                    room = None if room is None else room - eps
+                    wanted.append((other.id, other.full_name, self.data_key(other),
+                                   theirs.join_keys.index(column),
+                                   theirs.join_key_d_in(column), column))
+        partners: dict[str, list[Partner]] = {c: [] for c in joins.columns}
+        for other_id, name, their_dek, position, d_in, column in wanted:
+            index_key = dataset_join_key_blob(other_id, position, "index")
+            keys_key = dataset_join_key_blob(other_id, position, "keys")
+            if not (self.blobs.path(index_key).exists() and self.blobs.path(keys_key).exists()):
+                continue  # built before join keys had view keys of their own
+            stored = json.loads(self._open(keys_key, their_dek, other_id, f"joinkeys:{position}"))
+            if bool(stored["integer"]) != joins.integer(column):
+                continue
+            tags = np.frombuffer(self._open(index_key, their_dek, other_id,
+                                            f"joinindex:{position}"), dtype=np.uint64)
+            partners[column].append(Partner(other_id, name, tags, float(stored["distinct"]),
+                                            list(stored["keys"]), d_in))
+        return partners
+
+    def _stage_join_keys(self, built: BuiltViews, dataset_id: str, dek: DataKey,
+                         joins: JoinKeys) -> None:
+        """Seal each join key's index and view keys beside the views (for later datasets)."""
+        assert joins.pools is not None
+        for position, column in enumerate(joins.columns):
+            blobs = ((f"joinindex:{position}", "index", joins.tags(column).tobytes()),
+                     (f"joinkeys:{position}", "keys",
+                      json.dumps(joins.pools[column].stored()).encode()))
+            for what, kind, payload in blobs:
+                key = dataset_join_key_blob(dataset_id, position, kind)
+                path = self.blobs.staging_path(key)
+                built.staged.append((path, key))
+                with path.open("wb") as fh, EncryptingWriter(
+                        fh, dek, context=_context(dataset_id, what)) as writer:
+                    writer.write(payload)
+
+    def _open(self, key: str, dek: DataKey, dataset_id: str, what: str) -> bytes:
+        with self.blobs.path(key).open("rb") as fh:
+            return DecryptingReader(fh, dek, context=_context(dataset_id, what)).read()
 
     def publish_views(self, session: Session, dataset: Dataset, built: BuiltViews) -> None:
         """Put staged views in place and mark the dataset ready (in the caller's short
@@ -436,9 +530,15 @@ class Catalog:
 
 
 def _view_meta(builders: list[Any], kind: str) -> dict[str, Any]:
-    """A DP view's cost (public) and fidelity report (provider-only, see `public_view_meta`)."""
-    report = next((getattr(b, "report", None) for b in builders if b.name == kind), None)
-    return {} if report is None else {"dp": report.public_json(), "fidelity": report.to_json()}
+    """A DP view's cost (public) and fidelity report (provider-only, see `public_view_meta`);
+    for a view with join keys, how its keys were drawn (public: from DP counts only)."""
+    builder = next(b for b in builders if b.name == kind)
+    report = getattr(builder, "report", None)
+    meta = {} if report is None else {"dp": report.public_json(), "fidelity": report.to_json()}
+    joins = getattr(builder, "joins", None)
+    if joins is not None and joins.pools is not None:
+        meta["join_keys"] = joins.summary()
+    return meta
 
 
 def public_view_meta(meta: dict[str, Any]) -> dict[str, Any]:

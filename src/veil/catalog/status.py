@@ -17,4 +17,5 @@ DELETED: Final = "deleted"
 # Phases of a build, in order, as reported in ``Dataset.build["phase"]``.
 QUEUED: Final = "queued"
 READING: Final = "reading"  # streaming the stored data through the view builders
+JOIN_KEYS: Final = "join keys"  # DP counts of the join keys and their overlaps, view keys
 STORING: Final = "storing"  # sealing the views and publishing them

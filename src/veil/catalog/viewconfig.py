@@ -52,7 +52,7 @@ def synthetic_columns(policy: DatasetPolicy, names: Sequence[str]) -> SyntheticC
     spec = policy.views.synthetic
     unit = policy.privacy_unit.id_column if policy.privacy_unit is not None else None
     # The privacy unit's id carries nothing a model could keep: never fitted (a join key gets
-    # pseudonyms, any other id column stays empty in the view).
+    # view keys, any other id column stays empty in the view).
     left_out = set(policy.join_keys) | set(spec.exclude if spec is not None else ()) \
         | ({unit} if unit is not None else set())
     fitted = [n for n in names if n not in left_out]
@@ -64,7 +64,14 @@ def synthetic_columns(policy: DatasetPolicy, names: Sequence[str]) -> SyntheticC
 def check_view_config(policy: DatasetPolicy, schema: Schema, rows: int) -> None:
     """Raise :class:`ViewConfigError` listing every problem with the synthetic view's settings."""
     spec = policy.views.synthetic
+    budget = policy.budget
+    # Each join key's DP count of distinct keys is charged too (overlaps only if they fit).
+    join_epsilon = policy.effective_join_epsilon * len(policy.join_keys)
     if spec is None:
+        if budget is not None and join_epsilon > budget.epsilon:
+            raise ViewConfigError([f"the join keys' DP counts need epsilon {join_epsilon:g} but "
+                                   f"the dataset's budget is epsilon {budget.epsilon:g}: lower "
+                                   "join_epsilon or raise the budget"], "")
         return
     from veil.privacy.synthetic import bounds_min_epsilon  # lazy: OpenDP
 
@@ -119,10 +126,10 @@ def check_view_config(policy: DatasetPolicy, schema: Schema, rows: int) -> None:
                 "their bounds (public knowledge), or raise views.synthetic.epsilon")
             for c in numeric:
                 add_bounds[c.name] = _suggested_bounds(c)
-    budget = policy.budget
-    if budget is not None and spec.epsilon > budget.epsilon:
-        problems.append(f"views.synthetic.epsilon {spec.epsilon:g} exceeds the dataset's budget "
-                        f"epsilon {budget.epsilon:g} (the view is charged to it)")
+    if budget is not None and spec.epsilon + join_epsilon > budget.epsilon:
+        also = f" plus the join keys' {join_epsilon:g}" if join_epsilon else ""
+        problems.append(f"views.synthetic.epsilon {spec.epsilon:g}{also} exceeds the dataset's "
+                        f"budget epsilon {budget.epsilon:g} (the views are charged to it)")
     if problems:
         raise ViewConfigError(problems, _snippet(policy, add_bounds, add_categories, add_exclude))
 

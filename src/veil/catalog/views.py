@@ -22,12 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from veil.catalog.errors import CatalogError, ViewUnavailable
-from veil.catalog.joinkeys import JoinKeyView
+from veil.catalog.joinkeys import JoinKeys, JoinKeyView
 from veil.catalog.schema import Schema
+from veil.crypto.pseudonym import CollaborationKey
 
 if TYPE_CHECKING:
     from veil.catalog.policy import DatasetPolicy
-    from veil.crypto.pseudonym import CollaborationKey
 
 __all__ = [
     "VIEW_BUILDERS",
@@ -311,8 +311,9 @@ def view_builders_for(
 ) -> list[ViewBuilder]:
     """The builders a policy calls for: mock always, sample only on opt-in, synthetic if set.
 
-    With ``join_keys`` in the policy every view is wrapped so those columns hold pseudonyms
-    under ``collaboration`` (``veil.catalog.joinkeys``); without that key it refuses.
+    With ``join_keys`` in the policy every view is wrapped so those columns hold view keys
+    (``veil.catalog.joinkeys``), drawn once per build by one `JoinKeys` under
+    ``collaboration``; without that key it refuses.
     """
     if policy is None:
         return [make_view_builder("mock", seed=seed)]
@@ -320,22 +321,21 @@ def view_builders_for(
     if join_keys and collaboration is None:
         raise CatalogError("join keys need the platform's collaboration key")
     views = policy.views
-    q = policy.effective_join_sample_rate
+    key_rows = max(views.mock.rows, views.synthetic.rows if views.synthetic else 0)
+    joins = JoinKeys(collaboration, policy, rows=key_rows, seed=seed) \
+        if join_keys and collaboration is not None else None
 
-    def joinable(builder: ViewBuilder, rows: int | None) -> ViewBuilder:
-        if not join_keys:
+    def joinable(builder: ViewBuilder, real_rows: bool = False) -> ViewBuilder:
+        if joins is None:
             return builder
-        assert collaboration is not None
-        if rows is None:
-            # Real (published) rows never carry a joinable pseudonym: matching one against
-            # another provider's view would disclose that this identifiable person is in that
-            # provider's data. Their keys are pseudonyms under a throwaway key: neither the real
-            # id nor linkable to anything.
-            from veil.crypto.pseudonym import CollaborationKey as Throwaway
-
-            return JoinKeyView(builder, join_keys, Throwaway.generate(), q=q, cap=1,
-                               real_rows=True, seed=seed)
-        return JoinKeyView(builder, join_keys, collaboration, q=q, cap=rows, seed=seed)
+        if real_rows:
+            # Real (published) rows never carry a joinable key: matching one against another
+            # provider's view would disclose that this identifiable person is in that
+            # provider's data. Their keys are pseudonyms under a throwaway key: neither the
+            # real id nor linkable to anything.
+            return JoinKeyView(builder, join_keys, throwaway=CollaborationKey.generate(),
+                               seed=seed)
+        return JoinKeyView(builder, join_keys, joins=joins, seed=seed)
 
     builders = [
         joinable(make_view_builder(
@@ -343,7 +343,7 @@ def view_builders_for(
             rows=views.mock.rows,
             seed=seed,
             min_category_count=views.mock.min_category_count,
-        ), views.mock.rows)
+        ))
     ]
     sample = views.sample
     if sample is not None and sample.publishable:
@@ -351,14 +351,14 @@ def view_builders_for(
             builder = make_view_builder("sample", fraction=sample.fraction, seed=seed)
         else:
             builder = make_view_builder("sample", rows=sample.rows or 1000, seed=seed)
-        builders.append(joinable(builder, None))
+        builders.append(joinable(builder, real_rows=True))
     if views.synthetic is not None:
         from veil.catalog.viewconfig import synthetic_columns
 
         spec = views.synthetic
         names = [c.name for c in schema.columns] if schema is not None else None
         plan = synthetic_columns(policy, names) if names is not None else None
-        # Join keys and excluded columns are not fitted (join keys get pseudonyms): no epsilon
+        # Join keys and excluded columns are not fitted (join keys get view keys): no epsilon
         # is spent on them.
         builders.append(joinable(
             make_view_builder(
@@ -373,5 +373,5 @@ def view_builders_for(
                 contributions=1 if policy.privacy_unit is None
                 else policy.privacy_unit.max_contributions,
                 target=spec.target,
-            ), spec.rows))
+            )))
     return builders

@@ -2,7 +2,7 @@
 
 The local keyring is a 0600 file per party under `$VEIL_HOME/keys`; the
 database only ever holds data keys wrapped by these. The same folder holds the
-platform's collaboration key (join-key pseudonyms, `veil.crypto.pseudonym`).
+platform's collaboration key (join-key tags, `veil.crypto.pseudonym`).
 A KMS-backed keyring can replace this class without touching its callers.
 """
 

@@ -1,8 +1,9 @@
-"""Keyed pseudonyms for join keys: HMAC-SHA256 under the platform's collaboration key.
+"""Keyed tags of join keys: HMAC-SHA256 under the platform's collaboration key.
 
 One collaboration key serves every dataset of the platform, so the same real key gets the same
-pseudonym in every provider's stage-1 views (they join) while the pseudonym means nothing to
-anyone without the key. The key never leaves the server: it lives in the keyring next to the
+tag in every provider's key index (``veil.catalog.joinkeys``): the server can count how many
+keys two datasets share without keeping either's keys, while a tag means nothing to anyone
+without the key. The key never leaves the server: it lives in the keyring next to the
 providers' KEKs and is never put in a view, a log or an error.
 """
 
@@ -20,7 +21,7 @@ _DOMAIN = b"veil/join-key/v1/"
 
 
 class CollaborationKey(_SecretKey):
-    """The platform-wide secret behind join-key pseudonyms (32 bytes, redacted repr)."""
+    """The platform-wide secret behind join-key tags (32 bytes, redacted repr)."""
 
     @classmethod
     def generate(cls) -> CollaborationKey:
@@ -31,7 +32,7 @@ class CollaborationKey(_SecretKey):
         return cls(key)
 
     def tag(self, purpose: str, value: str) -> bytes:
-        """HMAC-SHA256 of ``value``, domain-separated by ``purpose`` (pseudonym, sampling)."""
+        """HMAC-SHA256 of ``value``, domain-separated by ``purpose`` (index, pseudonym)."""
         if not purpose or "\x00" in purpose:
             raise ValueError("purpose must be a non-empty name without NUL")
         mac = hmac.HMAC(self.to_bytes(), hashes.SHA256())

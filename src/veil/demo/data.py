@@ -50,11 +50,15 @@ consumers = ["university"]
 min_group_size = 20
 small_groups = "drop"
 allowed_backends = ["local-sandbox"]
-categories = { region = ["north", "south", "east", "west"] }
-# patient_id joins with the insurer's views: pseudonyms of a sample of 30% of the ids under
-# the platform's key, never real ids (discloses the sampled overlap's size; see README).
+# Public ranges (age in years, the tariff's cap), used by the synthetic view and nothing else.
+bounds = { age = [0, 120], visit_cost = [0, 5000] }
+# patient_id joins with the insurer's views: synthetic keys, as many visits per key as in the
+# data, matching the insurer's as often as the data does by DP counts (0.1 each; see README).
 join_keys = ["patient_id"]
-join_sample_rate = 0.3
+
+[categories]               # public values
+region = ["north", "south", "east", "west"]
+diagnosis = ["asthma", "diabetes", "fracture", "flu", "hypertension"]
 
 [privacy_unit]             # DP protects a patient: at most 4 visits of each are used
 id_column = "patient_id"
@@ -66,8 +70,13 @@ mode = "manual"
 [views.mock]
 rows = 2000
 
-[budget]
-epsilon = 3.0
+[views.synthetic]          # built in the background after the upload; charged to the budget
+epsilon = 1.0
+rows = 4000
+exclude = ["visit_id"]     # a row number: nothing to model
+
+[budget]                   # 1.0 of it pays for the synthetic view, for every consumer
+epsilon = 4.0
 delta = 1e-5
 rule = "basic"
 """
@@ -80,11 +89,9 @@ allowed_backends = ["local-sandbox"]
 categories = { plan = ["basic", "plus", "premium"] }
 # Public bounds (not secret: the plans' claim cap), used by the synthetic view and nothing else.
 bounds = { claim_amount = [0, 10000] }
-# The views carry pseudonyms of a coordinated 30% sample of the ids (above the default 0.05
-# so that the demo's stage-1 join has groups of 25): anyone with both views learns how many
-# sampled, unidentified patients the two share.
+# The views carry synthetic keys, one per row as in the data, as many of them drawn from the
+# hospital's view keys as the DP count of the patients both have says (0.1 to each budget).
 join_keys = ["patient_id"]
-join_sample_rate = 0.3
 
 [privacy_unit]
 id_column = "patient_id"
@@ -100,7 +107,7 @@ rows = 1000
 epsilon = 1.0
 rows = 2000
 target = "approved"        # the provider's report scores a model trained on the view
-# patient_id is the privacy unit and a join key: not fitted, its pseudonyms are filled in.
+# patient_id is the privacy unit and a join key: not fitted, its view keys are filled in.
 
 [budget]                   # 1.0 of it pays for the synthetic view, for every consumer
 epsilon = 4.0

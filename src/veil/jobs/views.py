@@ -24,8 +24,9 @@ from sqlalchemy import select, update
 
 from veil import audit
 from veil.catalog import status
-from veil.catalog.service import BuiltViews, Catalog
+from veil.catalog.service import JOIN_KEYS_CHARGE, BuiltViews, Catalog
 from veil.errors import VeilError
+from veil.identity import Conflict
 from veil.release import ledger
 from veil.store.db import Database
 from veil.store.models import Dataset, utcnow
@@ -106,7 +107,8 @@ class ViewWorker:
         built: BuiltViews | None = None
         started = time.monotonic()
         try:
-            built = self.catalog.build_views(self.db, dataset_id, _Progress(self, dataset_id))
+            built = self.catalog.build_views(self.db, dataset_id, _Progress(self, dataset_id),
+                                             join_room=ledger.join_room)
             with self.db.transaction() as session:
                 dataset = session.get(Dataset, dataset_id, with_for_update=True)
                 if dataset is None or dataset.status != status.BUILDING \
@@ -114,6 +116,15 @@ class ViewWorker:
                     built.discard()  # another builder took over: its result counts
                     return
                 ledger.charge_views(session, dataset, built.dp_costs())
+                for other_id, epsilon in built.partner_costs().items():
+                    other = session.get(Dataset, other_id, with_for_update=True)
+                    if other is None or other.status != status.READY:
+                        raise Conflict("a dataset whose join keys these views match was "
+                                       "deleted during the build; upload again")
+                    ledger.charge_join_overlap(session, other, epsilon, kind=JOIN_KEYS_CHARGE)
+                    audit.record(session, actor=f"system:{self.worker_id}",
+                                 action="dataset.join_overlap_charged", subject=other.id,
+                                 detail={"by": dataset.full_name, "epsilon": epsilon})
                 self.catalog.publish_views(session, dataset, built)
                 dataset.build = {**(dataset.build or {}),
                                  "seconds": round(time.monotonic() - started, 2)}

@@ -16,7 +16,7 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,10 +41,12 @@ from veil.privacy.errors import (
 __all__ = [
     "DPResult",
     "count",
+    "count_cost",
     "grouped_count",
     "grouped_sum",
     "histogram",
     "mean",
+    "noisy_count",
     "quantile",
     "sum",
     "verify_cost",
@@ -345,14 +347,27 @@ def count(df: pd.DataFrame, *, epsilon: float, column: str | None = None,
         n = len(df)
     else:
         n = int(_column(df, column).notna().sum())
+    released = noisy_count(n, epsilon=eps, d_in=d)
+    return replace(released, params=_unit({"column": column, "scale": released.params["scale"]},
+                                          d))
+
+
+def noisy_count(n: int, *, epsilon: float, d_in: int = D_IN) -> DPResult:
+    """DP release of an exact count ``n`` that one unit moves by at most ``d_in`` (OpenDP's
+    discrete Laplace), for counts made outside a DataFrame, e.g. of distinct join keys."""
+    eps = check_epsilon(epsilon)
+    d = check_d_in(d_in)
     scale = calibrate(_m_count, eps, 1.0 / eps, d_in=d)
-    meas = _m_count(scale)
     # count is d_in-stable into an absolute distance: OpenDP's discrete Laplace on the exact n
-    # is the same release as meas([True] * n), without a Python list of every row.
+    # is the same release as _m_count(scale)([True] * n), without a Python list of every row.
     noise = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale)
-    value = int(noise(n))
-    return DPResult(value, "count", _spent(meas, d), 0.0,
-                    _unit({"column": column, "scale": scale}, d))
+    return DPResult(int(noise(int(n))), "count", count_cost(scale, d), 0.0,
+                    _unit({"scale": scale}, d))
+
+
+def count_cost(scale: float, d_in: int) -> float:
+    """The epsilon of a discrete-Laplace count at ``scale`` when one unit moves it by ``d_in``."""
+    return _spent(_m_count(scale), check_d_in(d_in))
 
 
 def sum(

@@ -107,12 +107,42 @@ def charge_views(session: Session, dataset: Dataset,
     session.flush()
 
 
+def join_room(session: Session, dataset: Dataset) -> float | None:
+    """The epsilon every consumer of ``dataset`` still has (None: it has no budget): what a
+    join-key overlap count, which stays released like a view, may take."""
+    policy = _budget(dataset)
+    if policy is None:
+        return None
+    parties = set(session.execute(select(BudgetCharge.party_id).where(
+        BudgetCharge.dataset_id == dataset.id).distinct()).scalars()) | {dataset.party_id}
+    return min(check_charge(policy, _spent(session, dataset, p, policy), []).remaining_epsilon
+               for p in parties)
+
+
+def charge_join_overlap(session: Session, dataset: Dataset, epsilon: float, *,
+                        kind: str) -> None:
+    """Charge an overlap count another dataset's view build released about this one, like a
+    view's cost (for every consumer, never renewed away). Raises :class:`ViewOverBudget`
+    (nothing charged) if a consumer's budget cannot take it."""
+    room = join_room(session, dataset)
+    if room is not None and epsilon > room * (1 + 1e-9):
+        raise ViewOverBudget(f"the join-key overlap count needs epsilon {epsilon:.6g} of "
+                             f"{dataset.full_name}, which has {room:.6g} left; upload again")
+    session.add(BudgetCharge(dataset_id=dataset.id, party_id=dataset.party_id, job_id=None,
+                             output_name=view_charge_name(kind), epsilon=epsilon, delta=0.0))
+    session.flush()
+
+
 def view_spend(session: Session, dataset: Dataset) -> dict[str, float]:
-    """Epsilon each of the dataset's views spent (for showing, e.g. `veil budget`)."""
+    """Epsilon each of the dataset's views (and its join keys) spent, e.g. for `veil budget`."""
     rows = session.execute(select(BudgetCharge).where(
         BudgetCharge.dataset_id == dataset.id, BudgetCharge.job_id.is_(None),
         BudgetCharge.output_name.startswith(VIEW_CHARGE_PREFIX))).scalars().all()
-    return {r.output_name.removeprefix(VIEW_CHARGE_PREFIX): r.epsilon for r in rows}
+    spend: dict[str, float] = {}
+    for r in rows:
+        kind = r.output_name.removeprefix(VIEW_CHARGE_PREFIX)
+        spend[kind] = spend.get(kind, 0.0) + r.epsilon
+    return spend
 
 
 def remaining(session: Session, dataset: Dataset, party_id: str) -> Remaining | None:

@@ -85,7 +85,7 @@ _ID_LIKE = re.compile(r"(^|_)(id|key)$", re.IGNORECASE)
 def _warn_unjoinable(client: Client, name: str, frame: Any, info: dict[str, Any]) -> None:
     """Warn when a join on this view's id columns could not mean anything in stage 1.
 
-    A join key the provider declared holds pseudonyms that match other providers' views; any
+    A join key the provider declared holds view keys that match other providers' views; any
     other id column in a mock or synthetic view is random or empty, so a join on it gives no
     rows (or a null-by-null blow-up) without saying so.
     """
@@ -109,7 +109,7 @@ def _warn_unjoinable(client: Client, name: str, frame: Any, info: dict[str, Any]
             warnings.warn(
                 f"{name}: column {column!r} is not a declared join key of this dataset: its "
                 f"values in the {frame.attrs.get('veil_view', 'stage-1')} view are not joinable "
-                f"pseudonyms, so a join with {', '.join(shared)} on it is meaningless in stage 1 "
+                f"keys, so a join with {', '.join(shared)} on it is meaningless in stage 1 "
                 "(the provider can list it in the policy's join_keys)",
                 UserWarning, stacklevel=3)
 

@@ -65,7 +65,7 @@ class Dataset(_Public):
     content_digest: str | None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     rules: dict[str, Any]  # privacy unit and public group keys (for stage-1 queries)
-    join_keys: list[str] = Field(default_factory=list)  # pseudonymised in the views
+    join_keys: list[str] = Field(default_factory=list)  # synthetic joinable keys in the views
     policy: dict[str, Any] | None = None  # the provider's own view only
     # The background view build (provider only): phase, progress 0..1, done phases, attempts,
     # views requested, and on failure the reason.

@@ -55,7 +55,7 @@ def describe(dataset: Dataset, *, owner_view: bool) -> dict[str, Any]:
         "schema": _public_schema(dataset.schema),
         # The privacy unit and public group keys: what stage-1 DP queries are evaluated with.
         "rules": policy.public_rules(),
-        # Columns whose view values are pseudonyms that join across providers' views.
+        # Columns whose view values are view keys that join across providers' views.
         "join_keys": list(policy.join_keys),
     }
     if owner_view:
