@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nbformat
 
 from veil.privacy.plans import PlanDocument, parse_plan
@@ -104,3 +109,26 @@ def wait(client: Client, job_id: str, states: set[str], timeout: float = 180) ->
 
 
 FINAL = {"released", "failed", "rejected", "cancelled", "output_review"}
+
+
+def serve_process(home: Path, port: int, log: Path,
+                  db_url: str | None = None) -> subprocess.Popen[bytes]:
+    """`veil serve` in its own process (to be killed), with a 2 s worker lease."""
+    env = {**os.environ, "VEIL_WORKER_LEASE_S": "2"}
+    if db_url is not None:
+        env["VEIL_DATABASE_URL"] = db_url
+    with log.open("ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", "veil", "serve", "--port", str(port),
+                                 "--home", str(home)], stdout=fh, stderr=subprocess.STDOUT,
+                                env=env)
+
+
+def wait_healthy(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("server did not start")

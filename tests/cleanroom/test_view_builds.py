@@ -3,6 +3,7 @@ makes the dataset `ready` (or `failed`, with a reason), and nothing else waits m
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.cleanroom.helpers import make_world, policy, upload_csv, visits_csv
+from tests.cleanroom.helpers import (
+    make_world,
+    policy,
+    serve_process,
+    upload_csv,
+    visits_csv,
+    wait_healthy,
+)
 from veil.catalog import views as views_module
 from veil.sdk.client import ApiError, BuildFailed
 
@@ -240,3 +248,52 @@ def test_other_requests_stay_fast_while_a_large_view_fits(live_server, tmp_path:
     print(f"upload answered in {answered:.2f} s; build {ready['build']['seconds']} s; "
           f"{len(latencies)} reads meanwhile, p50 {np.median(latencies) * 1000:.0f} ms, "
           f"max {max(latencies) * 1000:.0f} ms")
+
+
+@pytest.mark.slow
+def test_a_killed_builder_is_taken_over_and_charges_once(tmp_path: Path,
+                                                          database_url: str) -> None:
+    """SIGKILL the server mid-fit: on restart the stale build is claimed again (attempt 2),
+    becomes ready, and its epsilon is charged to the ledger once."""
+    from tests.conftest import LiveServer, _free_port
+    from veil.identity import Role, create_user
+    from veil.settings import Settings
+    from veil.store import open_database
+
+    home = tmp_path / "home"
+    settings = Settings(home=home, database_url=database_url)
+    settings.ensure_dirs()
+    db = open_database(settings.db_url)
+    with db.transaction() as session:
+        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="t")
+    db.dispose()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = serve_process(home, port, tmp_path / "log", database_url)
+    try:
+        wait_healthy(url)
+        w = make_world(LiveServer(url, None, admin_token))
+        path = tmp_path / "visits.csv"
+        path.write_text(visits_csv(5000))
+        slow_fit = SYNTHETIC + 'method = "mst"\n'  # MST's fit takes seconds: time to kill it
+        doc = BOUNDS.replace("5000", "6000") + policy() + slow_fit + BUDGET
+        w.hospital.upload("visits", path, policy=doc, policy_format="toml", wait=False)
+        deadline = time.monotonic() + 120
+        while not (w.hospital.dataset("hospital/visits")["build"].get("phase") or "") \
+                .startswith("synthetic view"):
+            assert time.monotonic() < deadline, w.hospital.dataset("hospital/visits")["build"]
+            time.sleep(0.05)
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        server = serve_process(home, port, tmp_path / "log", database_url)
+        wait_healthy(url)
+        ready = w.hospital.wait_ready("hospital/visits", timeout_s=300)
+        assert ready["status"] == "ready" and "synthetic" in ready["views"]
+        assert ready["build"]["attempts"] == 2
+        spent = ready["view_info"]["synthetic"]["dp"]["epsilon"]
+        budget = next(b for b in w.researcher.budgets() if b["dataset"] == "hospital/visits")
+        assert budget["epsilon_left"] == pytest.approx(3.0 - spent, abs=1e-9)
+        assert len(w.researcher.view("hospital/visits", "synthetic")[1]) > 0
+    finally:
+        server.kill()
+        server.wait()

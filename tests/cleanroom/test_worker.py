@@ -6,17 +6,22 @@ import itertools
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.cleanroom.helpers import FINAL, make_world, upload_csv, visits_csv, wait
+from tests.cleanroom.helpers import (
+    FINAL,
+    make_world,
+    serve_process,
+    upload_csv,
+    visits_csv,
+    wait,
+    wait_healthy,
+)
 from veil.jobs.lifecycle import ALLOWED, IllegalTransition, State
 from veil.jobs.lifecycle import FINAL as FINAL_STATES
 
@@ -106,28 +111,6 @@ def test_racing_claims_give_a_job_to_exactly_one_worker(tmp_path: Path) -> None:
         next(gen, None)
 
 
-def _serve(home: Path, port: int, log: Path,
-           db_url: str | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "VEIL_WORKER_LEASE_S": "2"}
-    if db_url is not None:
-        env["VEIL_DATABASE_URL"] = db_url
-    with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "veil", "serve", "--port", str(port),
-                                 "--home", str(home)], stdout=fh, stderr=subprocess.STDOUT,
-                                env=env)
-
-
-def _healthy(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("server did not start")
-
-
 def test_a_killed_worker_loses_no_job(tmp_path: Path, database_url: str) -> None:
     """SIGKILL the server mid-run; on restart the job is re-queued and completes."""
     from tests.conftest import LiveServer, _free_port
@@ -144,9 +127,9 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path, database_url: str) -> None
     db.dispose()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _serve(home, port, tmp_path / "log", database_url)
+    server = serve_process(home, port, tmp_path / "log", database_url)
     try:
-        _healthy(url)
+        wait_healthy(url)
         w = make_world(LiveServer(url, None, admin_token))
         upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
         code = "import time, veil\ntime.sleep(4)\nveil.publish('done', 1)\n"
@@ -156,8 +139,8 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path, database_url: str) -> None
         wait(w.researcher, job["id"], {"running"}, timeout=60)
         server.send_signal(signal.SIGKILL)
         server.wait()
-        server = _serve(home, port, tmp_path / "log", database_url)
-        _healthy(url)
+        server = serve_process(home, port, tmp_path / "log", database_url)
+        wait_healthy(url)
         done = wait(w.researcher, job["id"], FINAL, timeout=120)
         assert done["state"] == "output_review", (done["result"], done["transitions"])
         reasons = [t["reason"] for t in done["transitions"] if t["actor"] == "system:recovery"]
@@ -267,9 +250,9 @@ def test_kill_9_mid_job_leaves_nothing_after_restart(tmp_path: Path) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     agents = set(Path(tempfile.gettempdir()).glob("veil-ka-*"))
-    server = _serve(home, port, tmp_path / "log")
+    server = serve_process(home, port, tmp_path / "log")
     try:
-        _healthy(url)
+        wait_healthy(url)
         w = make_world(LiveServer(url, None, admin_token))
         upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
         code = "import time, veil\ntime.sleep(6)\nveil.publish('done', 1)\n"
@@ -300,8 +283,8 @@ def test_kill_9_mid_job_leaves_nothing_after_restart(tmp_path: Path) -> None:
                        if _refused(d / "agent.sock")]
         assert dead_agents  # the job's key-agent dir, its socket now unanswered
 
-        server = _serve(home, port, tmp_path / "log")
-        _healthy(url)
+        server = serve_process(home, port, tmp_path / "log")
+        wait_healthy(url)
         assert not [m for m in _mounts_under(home) if f"/{old_pid}-" in m]
         assert not list((home / "run" / "_tpm").glob(f"{old_pid}-*"))
         assert not list((home / "run" / "_sandbox").glob(f"{old_pid}-*"))
