@@ -51,12 +51,14 @@ def test_upload_and_view_from_the_cli(live_server, tmp_path: Path) -> None:
     data = tmp_path / "visits.csv"
     data.write_text(visits_csv(100))
     pol = tmp_path / "policy.toml"
-    pol.write_text(policy())
+    pol.write_text('join_keys = ["patient_id"]\n' + policy())
     up = veil("dataset", "upload", str(data), "--name", "visits", "--policy", str(pol),
               url=live_server.url, token=w.hospital.token)
     assert up.returncode == 0, up.stderr
     assert "hospital/visits: 100 rows" in up.stdout
     assert "hospital/visits: ready" in up.stdout  # waited for the background build
+    assert "join key patient_id: " in up.stdout
+    assert "(no earlier dataset to match); epsilon 0.1 charged to the budget" in up.stdout
     out = tmp_path / "view.parquet"
     got = veil("dataset", "view", "hospital/visits", "--kind", "mock", "-o", str(out),
                url=live_server.url, token=w.researcher.token)
