@@ -86,7 +86,10 @@ def test_ads_template_is_released_by_the_executor_and_charged(live_server: Any,
     outs = {o["name"]: o for o in done["outputs"]}
     assert {o["status"] for o in outs.values()} == {"released"}
     left = outs["value"]["meta"]["budget_left"]
-    assert left[PARAMS.publisher]["epsilon"] == pytest.approx(2.0, abs=1e-6)
+    # 4, less 1 for each figure, less the join keys' DP counts (its keys and the overlap).
+    views = {b["dataset"]: b["views_epsilon"] for b in w.researcher.budgets()}
+    assert views[PARAMS.publisher] == {"joinkeys": pytest.approx(0.2, abs=1e-6)}
+    assert left[PARAMS.publisher]["epsilon"] == pytest.approx(4.0 - 2.0 - 0.2, abs=1e-6)
 
     counts = json.loads(w.researcher.output(job["id"], "conversions"))
     values = json.loads(w.researcher.output(job["id"], "value"))
