@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -132,3 +133,51 @@ def wait_healthy(url: str) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise AssertionError("server did not start")
+
+
+@dataclass
+class KillableServer:
+    """A `veil serve` process on a fresh home with an admin, to SIGKILL and start again."""
+
+    home: Path
+    log: Path
+    db_url: str | None
+    admin_token: str
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = serve_process(self.home, self.port, self.log, self.db_url)
+        wait_healthy(self.url)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; waits for the process to be gone."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def world(self) -> World:
+        from tests.conftest import LiveServer
+
+        return make_world(LiveServer(self.url, None, self.admin_token))
+
+
+def killable_server(tmp: Path, db_url: str | None = None) -> KillableServer:
+    """A home under ``tmp`` with its admin (not started yet: call ``start``)."""
+    from tests.conftest import _free_port
+    from veil.identity import Role, create_user
+    from veil.settings import Settings
+    from veil.store import open_database
+
+    home = tmp / "home"
+    settings = Settings(home=home, database_url=db_url) if db_url else Settings(home=home)
+    settings.ensure_dirs()
+    db = open_database(settings.db_url)
+    with db.transaction() as session:
+        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="t")
+    db.dispose()
+    return KillableServer(home, tmp / "log", db_url, admin_token, _free_port())

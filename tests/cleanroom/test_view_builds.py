@@ -3,7 +3,6 @@ makes the dataset `ready` (or `failed`, with a reason), and nothing else waits m
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,14 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.cleanroom.helpers import (
-    make_world,
-    policy,
-    serve_process,
-    upload_csv,
-    visits_csv,
-    wait_healthy,
-)
+from tests.cleanroom.helpers import killable_server, make_world, policy, upload_csv, visits_csv
 from veil.catalog import views as views_module
 from veil.sdk.client import ApiError, BuildFailed
 
@@ -257,24 +249,10 @@ def test_a_killed_builder_is_taken_over_and_charges_once(tmp_path: Path,
                                                           database_url: str) -> None:
     """SIGKILL the server mid-fit: on restart the stale build is claimed again (attempt 2),
     becomes ready, and its epsilon is charged to the ledger once."""
-    from tests.conftest import LiveServer, _free_port
-    from veil.identity import Role, create_user
-    from veil.settings import Settings
-    from veil.store import open_database
-
-    home = tmp_path / "home"
-    settings = Settings(home=home, database_url=database_url)
-    settings.ensure_dirs()
-    db = open_database(settings.db_url)
-    with db.transaction() as session:
-        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="t")
-    db.dispose()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = serve_process(home, port, tmp_path / "log", database_url)
+    server = killable_server(tmp_path, database_url)
     try:
-        wait_healthy(url)
-        w = make_world(LiveServer(url, None, admin_token))
+        server.start()
+        w = server.world()
         path = tmp_path / "visits.csv"
         path.write_text(visits_csv(5000))
         slow_fit = SYNTHETIC + 'method = "mst"\n'  # MST's fit takes seconds: time to kill it
@@ -285,10 +263,8 @@ def test_a_killed_builder_is_taken_over_and_charges_once(tmp_path: Path,
                 .startswith("synthetic view"):
             assert time.monotonic() < deadline, w.hospital.dataset("hospital/visits")["build"]
             time.sleep(0.05)
-        server.send_signal(signal.SIGKILL)
-        server.wait()
-        server = serve_process(home, port, tmp_path / "log", database_url)
-        wait_healthy(url)
+        server.kill()
+        server.start()
         ready = w.hospital.wait_ready("hospital/visits", timeout_s=300)
         assert ready["status"] == "ready" and "synthetic" in ready["views"]
         assert ready["build"]["attempts"] == 2
@@ -298,4 +274,3 @@ def test_a_killed_builder_is_taken_over_and_charges_once(tmp_path: Path,
         assert len(w.researcher.view("hospital/visits", "synthetic")[1]) > 0
     finally:
         server.kill()
-        server.wait()

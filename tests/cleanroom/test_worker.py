@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -13,15 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cleanroom.helpers import (
-    FINAL,
-    make_world,
-    serve_process,
-    upload_csv,
-    visits_csv,
-    wait,
-    wait_healthy,
-)
+from tests.cleanroom.helpers import FINAL, killable_server, make_world, upload_csv, visits_csv, wait
 from veil.jobs.lifecycle import ALLOWED, IllegalTransition, State
 from veil.jobs.lifecycle import FINAL as FINAL_STATES
 
@@ -113,34 +104,18 @@ def test_racing_claims_give_a_job_to_exactly_one_worker(tmp_path: Path) -> None:
 
 def test_a_killed_worker_loses_no_job(tmp_path: Path, database_url: str) -> None:
     """SIGKILL the server mid-run; on restart the job is re-queued and completes."""
-    from tests.conftest import LiveServer, _free_port
-    from veil.identity import Role, create_user
-    from veil.settings import Settings
-    from veil.store import open_database
-
-    home = tmp_path / "home"
-    settings = Settings(home=home, database_url=database_url)
-    settings.ensure_dirs()
-    db = open_database(settings.db_url)
-    with db.transaction() as session:
-        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="t")
-    db.dispose()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = serve_process(home, port, tmp_path / "log", database_url)
+    server = killable_server(tmp_path, database_url)
     try:
-        wait_healthy(url)
-        w = make_world(LiveServer(url, None, admin_token))
+        server.start()
+        w = server.world()
         upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
         code = "import time, veil\ntime.sleep(4)\nveil.publish('done', 1)\n"
         job = w.researcher.submit({"a.py": code.encode()}, entrypoint="a.py",
                                   inputs=["hospital/visits"], outputs=["done"])
         w.hospital.approve(job["id"], job["digest"])
         wait(w.researcher, job["id"], {"running"}, timeout=60)
-        server.send_signal(signal.SIGKILL)
-        server.wait()
-        server = serve_process(home, port, tmp_path / "log", database_url)
-        wait_healthy(url)
+        server.kill()
+        server.start()
         done = wait(w.researcher, job["id"], FINAL, timeout=120)
         assert done["state"] == "output_review", (done["result"], done["transitions"])
         reasons = [t["reason"] for t in done["transitions"] if t["actor"] == "system:recovery"]
@@ -148,7 +123,6 @@ def test_a_killed_worker_loses_no_job(tmp_path: Path, database_url: str) -> None
         assert done["attempts"] == 2
     finally:
         server.kill()
-        server.wait()
 
 
 def _flaky_swtpm(bin_dir: Path, failures: int) -> None:
@@ -235,25 +209,13 @@ def test_kill_9_mid_job_leaves_nothing_after_restart(tmp_path: Path) -> None:
     sweeps the staging mount, cgroups, swtpm state and key-agent dir it left."""
     import psutil
 
-    from tests.conftest import LiveServer, _free_port
-    from veil.identity import Role, create_user
-    from veil.settings import Settings
-    from veil.store import open_database
-
-    home = tmp_path / "home"
-    settings = Settings(home=home)
-    settings.ensure_dirs()
-    db = open_database(settings.db_url)
-    with db.transaction() as session:
-        _, admin_token = create_user(session, "admin", role=Role.ADMIN, party=None, actor="t")
-    db.dispose()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    server = killable_server(tmp_path)
+    home = server.home
     agents = set(Path(tempfile.gettempdir()).glob("veil-ka-*"))
-    server = serve_process(home, port, tmp_path / "log")
     try:
-        wait_healthy(url)
-        w = make_world(LiveServer(url, None, admin_token))
+        server.start()
+        assert server.process is not None
+        w = server.world()
         upload_csv(w.hospital, tmp_path, "visits", visits_csv(30))
         code = "import time, veil\ntime.sleep(6)\nveil.publish('done', 1)\n"
         job = w.researcher.submit({"a.py": code.encode()}, entrypoint="a.py",
@@ -263,15 +225,14 @@ def test_kill_9_mid_job_leaves_nothing_after_restart(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         children: list[psutil.Process] = []
         while time.monotonic() < deadline:  # until the sandbox (bwrap) and its swtpm run
-            children = psutil.Process(server.pid).children(recursive=True)
+            children = psutil.Process(server.process.pid).children(recursive=True)
             if {"swtpm", "bwrap"} <= {c.name() for c in children}:
                 break
             time.sleep(0.05)
         assert {"swtpm", "bwrap"} <= {c.name() for c in children}
         time.sleep(0.5)
-        old_pid = server.pid
-        server.send_signal(signal.SIGKILL)
-        server.wait()
+        old_pid = server.process.pid
+        server.kill()
 
         _, alive = psutil.wait_procs(children, timeout=5)
         assert alive == [], [p.name() for p in alive]  # PDEATHSIG / --die-with-parent
@@ -283,8 +244,7 @@ def test_kill_9_mid_job_leaves_nothing_after_restart(tmp_path: Path) -> None:
                        if _refused(d / "agent.sock")]
         assert dead_agents  # the job's key-agent dir, its socket now unanswered
 
-        server = serve_process(home, port, tmp_path / "log")
-        wait_healthy(url)
+        server.start()
         assert not [m for m in _mounts_under(home) if f"/{old_pid}-" in m]
         assert not list((home / "run" / "_tpm").glob(f"{old_pid}-*"))
         assert not list((home / "run" / "_sandbox").glob(f"{old_pid}-*"))
@@ -294,7 +254,6 @@ def test_kill_9_mid_job_leaves_nothing_after_restart(tmp_path: Path) -> None:
         assert done["state"] == "output_review", done
     finally:
         server.kill()
-        server.wait()
         from veil.tee.sandbox import sweep_scratch
 
         sweep_scratch(home / "run" / "_sandbox")  # a failed assertion above may leave a mount
