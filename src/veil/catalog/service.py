@@ -363,24 +363,25 @@ class Catalog:
                 for column in joins.columns:
                     if column not in theirs.join_keys:
                         continue
+                    position = theirs.join_keys.index(column)
+                    if not all(self.blobs.path(dataset_join_key_blob(other.id, position, what))
+                               .exists() for what in ("index", "keys")):
+                        continue  # built before join keys had view keys of their own
                     if room is not None and room < eps:
                         continue
                     their_room = None if join_room is None else join_room(session, other)
                     if their_room is not None and their_room < eps:
                         continue
                     room = None if room is None else room - eps
-                    wanted.append((other.id, other.full_name, self.data_key(other),
-                                   theirs.join_keys.index(column),
+                    wanted.append((other.id, other.full_name, self.data_key(other), position,
                                    theirs.join_key_d_in(column), column))
         partners: dict[str, list[Partner]] = {c: [] for c in joins.columns}
         for other_id, name, their_dek, position, d_in, column in wanted:
             index_key = dataset_join_key_blob(other_id, position, "index")
             keys_key = dataset_join_key_blob(other_id, position, "keys")
-            if not (self.blobs.path(index_key).exists() and self.blobs.path(keys_key).exists()):
-                continue  # built before join keys had view keys of their own
             stored = json.loads(self._open(keys_key, their_dek, other_id, f"joinkeys:{position}"))
             if bool(stored["integer"]) != joins.integer(column):
-                continue
+                continue  # an int key cannot match a text one (nothing was spent on it)
             tags = np.frombuffer(self._open(index_key, their_dek, other_id,
                                             f"joinindex:{position}"), dtype=np.uint64)
             partners[column].append(Partner(other_id, name, tags, float(stored["distinct"]),
