@@ -137,12 +137,15 @@ class KeyIndex:
         self._k = max_contributions
         self._tags: list[np.ndarray] = []
         self._units: list[np.ndarray] = []
+        self._done: np.ndarray | None = None
 
     def _tag_values(self, values: list[Any]) -> np.ndarray:
         return np.fromiter((int.from_bytes(self._key.tag("index", _canonical(v))[:8], "big")
                             for v in values), dtype=np.uint64, count=len(values))
 
     def observe(self, batch: pa.RecordBatch) -> None:
+        if self._done is not None:
+            raise RuntimeError("the key index was already read out")
         column = batch.column(self.column)
         if self._unit is None:
             self._tags.append(self._tag_values(pc.unique(column.drop_null()).to_pylist()))
@@ -156,7 +159,13 @@ class KeyIndex:
             np.asarray(unit.filter(keep).to_pylist(), dtype=object)))
 
     def tags(self) -> np.ndarray:
-        """The sorted distinct tags."""
+        """The sorted distinct tags (computed once, when the data has been read)."""
+        if self._done is None:
+            self._done = self._distinct()
+            self._tags, self._units = [], []
+        return self._done
+
+    def _distinct(self) -> np.ndarray:
         if not self._tags:
             return np.empty(0, dtype=np.uint64)
         tags = np.concatenate(self._tags)
