@@ -155,8 +155,7 @@ class KeyIndex:
         encoded = pc.dictionary_encode(column.filter(keep))
         tags = self._tag_values(encoded.dictionary.to_pylist())
         self._tags.append(tags[encoded.indices.to_numpy(zero_copy_only=False)])
-        self._units.append(pd.util.hash_array(
-            np.asarray(unit.filter(keep).to_pylist(), dtype=object)))
+        self._units.append(pd.util.hash_array(unit.filter(keep).to_numpy(zero_copy_only=False)))
 
     def tags(self) -> np.ndarray:
         """The sorted distinct tags (computed once, when the data has been read)."""

@@ -66,8 +66,8 @@ def upload(
             console.print(f"  {kind}: epsilon {meta['dp']['epsilon']:.3g} charged to the budget")
         for warning in (meta.get("summary") or {}).get("warnings", []):
             console.print(f"  [yellow]warning[/yellow] {kind}: {warning}")
-    joins: dict[str, Any] = next((m["join_keys"] for m in info.get("view_info", {}).values()
-                  if "join_keys" in m), {})
+    joins: dict[str, Any] = next(
+        (m["join_keys"] for m in info.get("view_info", {}).values() if "join_keys" in m), {})
     for column, drawn in joins.items():
         matched = ", ".join(f"{n:,} from {other}" for other, n in drawn["matched"].items())
         console.print(f"  join key {column}: {drawn['keys']:,} view keys "

@@ -545,7 +545,7 @@ def _typed_number(c: _Col, vals: np.ndarray, is_null: np.ndarray) -> pd.Series:
     """Numbers clipped to the column's edges, in its own type, null where ``is_null``."""
     e = np.asarray(c.edges)
     if c.kind == "int":
-        res = pd.Series(np.clip(vals, e[0], e[-1] - 1).astype(np.int64))
+        res = pd.Series(np.clip(np.nan_to_num(vals, nan=e[0]), e[0], e[-1] - 1).astype(np.int64))
         if is_null.any():
             return res.astype("Int64").mask(is_null)
         return res.astype(c.dtype)
