@@ -1,4 +1,5 @@
-"""The `synthetic` stage-1 view: a DP synthetic sample fitted at upload (MST by default).
+"""The `synthetic` stage-1 view: a DP synthetic sample fitted by the view builder (by default
+the DP Gaussian copula of `veil.privacy.copula`; MST or AIM on request).
 
 The builder sees the same streamed batches as every other view and keeps a
 bounded uniform subsample (bottom-k, like the sample view) to fit on, so the
